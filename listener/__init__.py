@@ -1,0 +1,5 @@
+"""The confirmation listener: one multiplexed WebSocket for every pending transaction."""
+
+from listener.service import ConfirmationListener
+
+__all__ = ["ConfirmationListener"]

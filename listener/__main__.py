@@ -1,0 +1,5 @@
+"""``python -m listener``: run the confirmation listener until SIGTERM or SIGINT."""
+
+from listener.main import main
+
+raise SystemExit(main())

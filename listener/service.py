@@ -1,0 +1,244 @@
+"""The confirmation listener, its own process (asyncio).
+
+It keeps one WebSocket to Rublon for every pending promptless transaction, learns of new
+ones from a Redis notification (and by polling the store, which also covers an embedded
+broker and lost notifications), and turns each answer into a store move:
+``confirmed`` -> verified release, ``denied`` -> ``rejected``, ``expired`` -> ``expired``.
+On start, and after every reconnect, it re-subscribes every pending transaction from the
+store, so a restart loses nothing. Several listeners may run at once: every move is a
+compare-and-set and the token exchange sits behind a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+from rublon.client import AsyncRublonClient, ws_url
+from rublon.confirmations import ChannelClosed, ConfirmationChannel, ConfirmationMessage
+from store import Action, ActionStatus
+from store.models import utcnow
+from tasks.confirmation import confirm, record_late_answer, refuse
+from tasks.dispatch import AWAITING_CHANNEL
+from tasks.maintenance import cancel_transaction
+from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+S = ActionStatus
+
+BACKOFF_START = 0.2
+BACKOFF_MAX = 10.0
+CONCURRENT_CONFIRMATIONS = 32
+POLL_OVERLAP = timedelta(seconds=2)
+
+
+class ConfirmationListener:
+    """Watches the confirmation channel and releases, rejects or expires held actions.
+
+    Args:
+        runtime: the process's settings, store and keys.
+        name: this listener's identity in leases and the audit trail.
+    """
+
+    def __init__(self, runtime: Runtime, *, name: str | None = None) -> None:
+        self.runtime = runtime
+        self.name = name or f"listener:{socket.gethostname()}:{os.getpid()}"
+        self.pending: dict[str, str] = {}  # tid -> action id
+        self.subscribed: set[str] = set()
+        self.reconnects = 0
+        self.connected = asyncio.Event()
+        self._channel: ConfirmationChannel | None = None
+        self._rublon: AsyncRublonClient | None = None
+        self._slots = asyncio.Semaphore(CONCURRENT_CONFIRMATIONS)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._last_poll = utcnow() - timedelta(days=3650)
+
+    # -- running --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set."""
+        self._rublon = self.runtime.async_rublon()
+        loops = [
+            asyncio.create_task(self._channel_loop(), name="channel"),
+            asyncio.create_task(self._poll_loop(), name="poll"),
+        ]
+        if self.runtime.settings.redis_url:
+            loops.append(asyncio.create_task(self._notify_loop(self.runtime.settings.redis_url), name="notify"))
+        log.info("%s started: %s pending from the store", self.name, len(self.pending))
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            if self._channel is not None:
+                await self._channel.close()
+            await self._rublon.aclose()
+
+    async def _channel_loop(self) -> None:
+        settings = self.runtime.settings
+        url = ws_url(settings.rublon_api_server, settings.rublon_ws_server)
+        backoff = BACKOFF_START
+        while True:
+            channel = ConfirmationChannel(
+                url=url, system_token=settings.rublon_system_token, secret_key=self.runtime.rublon_secret
+            )
+            try:
+                await channel.connect()
+                self._channel, self.subscribed = channel, set()
+                await self._load_pending(full=True)
+                for tid in list(self.pending):
+                    await self._subscribe(tid)
+                self.connected.set()
+                backoff = BACKOFF_START
+                async for message in channel.messages():
+                    await self._on_message(message)
+            except ChannelClosed as exc:
+                log.warning("%s: confirmation channel closed (%s); reconnecting in %.1fs", self.name, exc, backoff)
+            except OSError as exc:
+                log.warning("%s: store or network error (%s); reconnecting in %.1fs", self.name, exc, backoff)
+            finally:
+                self.connected.clear()
+                self._channel = None
+                await channel.close()
+            self.reconnects += 1
+            await asyncio.sleep(backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _poll_loop(self) -> None:
+        interval = self.runtime.settings.listener_poll_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._load_pending(full=False)
+                await self._expire_overdue()
+            except Exception:  # a store hiccup must not end the listener; the next poll retries
+                log.exception("%s: poll failed", self.name)
+
+    async def _notify_loop(self, url: str) -> None:
+        backoff = BACKOFF_START
+        while True:
+            client = aioredis.Redis.from_url(url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(AWAITING_CHANNEL)
+                    backoff = BACKOFF_START
+                    async for item in pubsub.listen():
+                        if item.get("type") == "message":
+                            await self._learn(item["data"].decode())
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning(
+                    "%s: Redis notifications dropped (%s); retrying in %.1fs", self.name, type(exc).__name__, backoff
+                )
+            finally:
+                await client.aclose()
+            self.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    # -- learning of pending transactions ---------------------------------------------------
+    async def _learn(self, action_id: str) -> None:
+        action = await asyncio.to_thread(self.runtime.store.get, action_id)
+        if action is not None:
+            await self._track(action)
+
+    async def _track(self, action: Action) -> None:
+        if action.status != S.AWAITING_APPROVAL or not action.tid or action.mode == "prompt":
+            return
+        if action.tid not in self.pending:
+            self.pending[action.tid] = action.id
+        if action.tid not in self.subscribed:
+            await self._subscribe(action.tid)
+
+    async def _subscribe(self, tid: str) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return  # the reconnect re-subscribes every pending tid
+        with contextlib.suppress(ChannelClosed):
+            await channel.subscribe(tid)
+            self.subscribed.add(tid)
+
+    async def _load_pending(self, *, full: bool) -> None:
+        since = None if full else self._last_poll - POLL_OVERLAP
+        started = utcnow()
+        actions = await asyncio.to_thread(self.runtime.store.awaiting, updated_since=since)
+        self._last_poll = started
+        for action in actions:
+            await self._track(action)
+
+    async def _expire_overdue(self) -> None:
+        overdue = await asyncio.to_thread(
+            self.runtime.store.due, S.AWAITING_APPROVAL, column="expires_at", before=utcnow()
+        )
+        for action in overdue:
+            outcome = await refuse(
+                self.runtime, action, new=S.EXPIRED, reason="nobody approved before the deadline", actor=self.name
+            )
+            self._forget(action.tid)
+            if outcome.status == S.EXPIRED:
+                await asyncio.to_thread(cancel_transaction, self.runtime, action.tid)
+
+    def _forget(self, tid: str | None) -> None:
+        if tid:
+            self.pending.pop(tid, None)
+            self.subscribed.discard(tid)
+
+    # -- answers ---------------------------------------------------------------------------
+    async def _on_message(self, message: ConfirmationMessage) -> None:
+        if message.type == "pending" or message.tid is None:
+            return
+        if message.type == "confirmed":
+            task = asyncio.create_task(self._confirmed(message.tid, message.access_token))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            return
+        action = await asyncio.to_thread(self.runtime.store.find_by_tid, message.tid)
+        self._forget(message.tid)
+        if message.type == "error":
+            await asyncio.to_thread(
+                self.runtime.store.audit,
+                "confirmation.error",
+                actor=self.name,
+                action_id=action.id if action else None,
+                data={"tid": message.tid, "reason": "Rublon does not know this transaction"},
+            )
+            return
+        if action is None:
+            await asyncio.to_thread(
+                record_late_answer, self.runtime, None, tid=message.tid, kind=message.type, actor=self.name
+            )
+            return
+        if message.type == "denied":
+            await refuse(self.runtime, action, new=S.REJECTED, reason=f"{action.user} rejected it", actor=self.name)
+        elif message.type == "expired":
+            await refuse(
+                self.runtime, action, new=S.EXPIRED, reason="nobody approved before the deadline", actor=self.name
+            )
+
+    async def _confirmed(self, tid: str, token: str | None) -> None:
+        async with self._slots:
+            action = await asyncio.to_thread(self.runtime.store.find_by_tid, tid)
+            if action is None or not token:
+                await asyncio.to_thread(
+                    record_late_answer, self.runtime, action, tid=tid, kind="confirmed", actor=self.name
+                )
+                return
+            assert self._rublon is not None
+            try:
+                outcome = await confirm(
+                    self.runtime, self._rublon, action, token, actor=self.name, method=action.method
+                )
+            except Exception:  # never let one answer end the listener; the action stays held (fail closed)
+                log.exception("%s: confirming action %s failed", self.name, action.id)
+                return
+            if outcome.status != S.AWAITING_APPROVAL:
+                self._forget(tid)
+            log.info("%s: action %s -> %s (%s)", self.name, action.id, outcome.status, outcome.detail)

@@ -1,0 +1,404 @@
+"""Every database operation on actions, in one place; each move a compare-and-set.
+
+A move is ``UPDATE actions SET status = new ... WHERE id = ? AND status IN (expected)``:
+exactly one of two racing workers or listeners sees one changed row and wins; the other
+learns it lost and does nothing. Each move writes its audit event in the same
+transaction, so the chain and the state never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlmodel import Session, SQLModel, col, select
+
+from store import audit
+from store.audit import ChainReport
+from store.engine import make_engine
+from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
+from store.models import Action, ActionStatus, AgentState, AuditEvent, Release, utcnow
+from store.transitions import INITIAL, allowed
+
+S = ActionStatus
+
+
+class Store:
+    """The store of one deployment: an engine and the audit key.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///file.db``, ``postgresql://...``).
+        audit_key: the server-side HMAC key of the audit chain.
+    """
+
+    def __init__(self, url: str, *, audit_key: bytes) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._audit_key = audit_key
+
+    # -- plumbing -------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Create missing tables (SQLite and tests; PostgreSQL deployments run Alembic).
+
+        Several processes may start at once: a lost race on CREATE TABLE is retried.
+        """
+        for attempt in range(5):
+            try:
+                SQLModel.metadata.create_all(self.engine)
+                return
+            except (OperationalError, ProgrammingError, IntegrityError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close pooled connections (after a fork, or at exit)."""
+        self.engine.dispose()
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, action_id: str) -> Action | None:
+        """The action with this id, or None."""
+        with self.session() as session:
+            return session.get(Action, action_id)
+
+    def require(self, action_id: str) -> Action:
+        """The action with this id; raises ActionNotFound."""
+        found = self.get(action_id)
+        if found is None:
+            raise ActionNotFound(f"no action has id {action_id!r}; list them with 'mfa-gate list'")
+        return found
+
+    def release_of(self, action_id: str) -> Release | None:
+        """The release record of an action, or None when it was never released."""
+        with self.session() as session:
+            return session.exec(select(Release).where(Release.action_id == action_id)).first()
+
+    def list_actions(
+        self, *, statuses: Iterable[S] | None = None, agent: str | None = None, limit: int = 50
+    ) -> list[Action]:
+        """The newest actions first, optionally filtered by status and agent."""
+        query = select(Action).order_by(col(Action.created_at).desc()).limit(limit)
+        if statuses is not None:
+            query = query.where(col(Action.status).in_(list(statuses)))
+        if agent is not None:
+            query = query.where(Action.agent == agent)
+        with self.session() as session:
+            return list(session.exec(query))
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many actions are in each status."""
+        with self.session() as session:
+            rows = session.exec(select(Action.status, func.count()).group_by(Action.status)).all()
+        return {str(status): int(count) for status, count in rows}
+
+    def count_recent(
+        self,
+        *,
+        agent: str | None = None,
+        user: str | None = None,
+        statuses: Iterable[S] | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """How many actions match: for pending limits and windows."""
+        query = select(func.count()).select_from(Action)
+        if agent is not None:
+            query = query.where(Action.agent == agent)
+        if user is not None:
+            query = query.where(Action.user == user)
+        if statuses is not None:
+            query = query.where(col(Action.status).in_(list(statuses)))
+        if since is not None:
+            query = query.where(Action.created_at >= since)
+        with self.session() as session:
+            return int(session.exec(query).one())
+
+    # -- creating -------------------------------------------------------------------------
+    def create(
+        self, action: Action, *, release: Release | None, actor: str, data: dict[str, Any]
+    ) -> tuple[Action, bool]:
+        """Record a new action (and its release, for a policy allow) in one transaction.
+
+        Returns ``(action, True)`` when recorded, or ``(existing, False)`` when the agent
+        already submitted the same payload under the same idempotency key.
+
+        Raises:
+            IdempotencyConflict: the key was used before for a different payload.
+            TransitionNotAllowed: ``action.status`` is not a status an action may start in.
+        """
+        if action.status not in INITIAL:
+            raise TransitionNotAllowed(f"an action cannot start in status {action.status!s}")
+        if action.idempotency_key is not None:
+            existing = self._by_idempotency_key(action.agent, action.idempotency_key)
+            if existing is not None:
+                return self._same_or_conflict(existing, action), False
+        try:
+            with self.session() as session:
+                session.add(action)
+                session.flush()
+                if release is not None:
+                    session.add(release)
+                audit.append(
+                    session,
+                    self._audit_key,
+                    event="action.created",
+                    actor=actor,
+                    action_id=action.id,
+                    data={"status": str(action.status), "reason": action.reason, **data},
+                )
+                if release is not None:
+                    audit.append(
+                        session,
+                        self._audit_key,
+                        event="action.released",
+                        actor=actor,
+                        action_id=action.id,
+                        data={"kind": release.kind, "payload_hash": release.payload_hash},
+                    )
+        except IntegrityError:
+            # Lost a race on the same idempotency key: the other insert is the action.
+            if action.idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(action.agent, action.idempotency_key)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, action), False
+        return action, True
+
+    def _by_idempotency_key(self, agent: str, key: str) -> Action | None:
+        with self.session() as session:
+            return session.exec(select(Action).where(Action.agent == agent, Action.idempotency_key == key)).first()
+
+    @staticmethod
+    def _same_or_conflict(existing: Action, new: Action) -> Action:
+        if existing.payload_hash != new.payload_hash:
+            raise IdempotencyConflict(
+                f"idempotency_key {new.idempotency_key!r} was already used by this agent for a different payload "
+                f"(action {existing.id}); use a new key for a new action"
+            )
+        return existing
+
+    # -- moving ---------------------------------------------------------------------------
+    def move(
+        self,
+        action_id: str,
+        *,
+        expected: S | Sequence[S],
+        new: S,
+        actor: str,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+        held_by: str | None = None,
+        **fields: Any,
+    ) -> Action | None:
+        """Compare-and-set ``expected -> new``; the updated action, or None if another won.
+
+        Args:
+            held_by: when given, the move also requires that this owner holds the lease.
+            fields: other columns to set in the same UPDATE (``tid``, ``result``, ...).
+
+        Raises:
+            TransitionNotAllowed: the state table forbids one of the moves.
+        """
+        expected_set = [expected] if isinstance(expected, ActionStatus) else list(expected)
+        for current in expected_set:
+            if not allowed(current, new):
+                raise TransitionNotAllowed(f"an action may not move from {current!s} to {new!s}")
+        with self.session() as session:
+            return self._move(session, action_id, expected_set, new, actor, reason, data, held_by, fields)
+
+    def _move(
+        self,
+        session: Session,
+        action_id: str,
+        expected: list[S],
+        new: S,
+        actor: str,
+        reason: str | None,
+        data: dict[str, Any] | None,
+        held_by: str | None,
+        fields: dict[str, Any],
+    ) -> Action | None:
+        now = utcnow()
+        values: dict[str, Any] = {"status": new, "updated_at": now, **fields}
+        if reason is not None:
+            values["reason"] = reason
+        statement = update(Action).where(col(Action.id) == action_id, col(Action.status).in_(expected))
+        if held_by is not None:
+            statement = statement.where(col(Action.lease_owner) == held_by)
+        result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        moved = session.get(Action, action_id, populate_existing=True)
+        assert moved is not None
+        event_data = {"to": str(new), "reason": moved.reason, **(data or {})}
+        audit.append(session, self._audit_key, event=f"action.{new}", actor=actor, action_id=action_id, data=event_data)
+        return moved
+
+    def release(
+        self,
+        action_id: str,
+        *,
+        expected: S | Sequence[S],
+        release: Release,
+        actor: str,
+        reason: str,
+        held_by: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Action | None:
+        """Release an action: its release record and ``-> queued`` in ONE transaction.
+
+        The execute message is the caller's to send after this returns (the outbox:
+        maintenance re-sends ``queued`` actions whose message was lost).
+        Returns the queued action, or None when another process already moved it.
+        """
+        expected_set = [expected] if isinstance(expected, ActionStatus) else list(expected)
+        for current in expected_set:
+            if not allowed(current, S.QUEUED):
+                raise TransitionNotAllowed(f"an action may not be released from {current!s}")
+        now = utcnow()
+        with self.session() as session:
+            moved = self._move(
+                session,
+                action_id,
+                expected_set,
+                S.QUEUED,
+                actor,
+                reason,
+                {"release": release.kind, "approver": release.approver, "method": release.method, **(data or {})},
+                held_by,
+                {
+                    "dispatched_at": now,
+                    "released_at": now,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "approved_at": now if release.kind == "approval" else None,
+                },
+            )
+            if moved is None:
+                return None
+            release.action_id = action_id
+            session.add(release)
+            session.flush()
+            return moved
+
+    def take_lease(self, action_id: str, *, status: S, owner: str, seconds: float) -> Action | None:
+        """Lease an action in ``status`` to ``owner`` unless another holds a live lease."""
+        now = utcnow()
+        with self.session() as session:
+            statement = (
+                update(Action)
+                .where(col(Action.id) == action_id, col(Action.status) == status)
+                .where(
+                    or_(
+                        col(Action.lease_until).is_(None),
+                        col(Action.lease_until) < now,
+                        col(Action.lease_owner) == owner,
+                    )
+                )
+                .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+                .execution_options(synchronize_session=False)
+            )
+            if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return session.get(Action, action_id, populate_existing=True)
+
+    def set_fields(self, action_id: str, *, expected: S, **fields: Any) -> bool:
+        """Update bookkeeping columns of an action still in ``expected`` (no status change)."""
+        with self.session() as session:
+            statement = (
+                update(Action)
+                .where(col(Action.id) == action_id, col(Action.status) == expected)
+                .values(updated_at=utcnow(), **fields)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+
+    def claim_for_execution(self, action_id: str, *, worker: str, lease_seconds: float) -> Action | None:
+        """``queued -> executing`` for one worker; None when it is not queued (duplicate or forged message)."""
+        now = utcnow()
+        return self.move(
+            action_id,
+            expected=S.QUEUED,
+            new=S.EXECUTING,
+            actor=worker,
+            data={"worker": worker},
+            lease_owner=worker,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            attempts=Action.attempts + 1,
+            reason="executing",
+        )
+
+    def mark_dispatched(self, action_id: str, *, status: S, backoff_seconds: float = 0.0) -> None:
+        """Record that a message for the action was just sent (pushed ``backoff_seconds`` ahead)."""
+        with self.session() as session:
+            session.execute(
+                update(Action)
+                .where(col(Action.id) == action_id, col(Action.status) == status)
+                .values(
+                    dispatched_at=utcnow() + timedelta(seconds=backoff_seconds),
+                    dispatch_count=Action.dispatch_count + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    # -- what maintenance and the listener look for ---------------------------------------
+    def due(self, status: S, *, column: str, before: datetime, limit: int = 500) -> list[Action]:
+        """Actions in ``status`` whose timestamp ``column`` is older than ``before``."""
+        timestamp = getattr(Action, column)
+        query = (
+            select(Action)
+            .where(Action.status == status, col(timestamp).is_not(None), timestamp < before)
+            .order_by(timestamp)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return list(session.exec(query))
+
+    def awaiting(self, *, updated_since: datetime | None = None, limit: int = 100_000) -> list[Action]:
+        """Actions awaiting approval with an open transaction (changed since ``updated_since``, if given)."""
+        query = select(Action).where(Action.status == S.AWAITING_APPROVAL, col(Action.tid).is_not(None))
+        if updated_since is not None:
+            query = query.where(Action.updated_at >= updated_since)
+        with self.session() as session:
+            return list(session.exec(query.limit(limit)))
+
+    def find_by_tid(self, tid: str) -> Action | None:
+        """The action whose Rublon transaction is ``tid``."""
+        with self.session() as session:
+            return session.exec(select(Action).where(Action.tid == tid)).first()
+
+    # -- agents ---------------------------------------------------------------------------
+    def agent_state(self, agent: str) -> AgentState | None:
+        """Run-time state of an agent (suspension), or None when nothing was recorded."""
+        with self.session() as session:
+            return session.get(AgentState, agent)
+
+    # -- audit ----------------------------------------------------------------------------
+    def audit(
+        self, event: str, *, actor: str, action_id: str | None = None, data: dict[str, Any] | None = None
+    ) -> None:
+        """Append an event that is not a state change (a refusal, a late answer, ...)."""
+        with self.session() as session:
+            audit.append(session, self._audit_key, event=event, actor=actor, action_id=action_id, data=data)
+
+    def events(self, action_id: str | None = None) -> list[AuditEvent]:
+        """The audit trail, of one action or of everything, in order."""
+        with self.session() as session:
+            return list(audit.iter_events(session, action_id=action_id))
+
+    def verify_audit(self) -> ChainReport:
+        """Recompute the audit chain; see :func:`store.audit.verify`."""
+        with self.session() as session:
+            return audit.verify(session, self._audit_key)

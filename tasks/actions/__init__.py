@@ -1,0 +1,1 @@
+"""Built-in actions. Importing a module here registers its handler."""

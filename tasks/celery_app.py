@@ -1,0 +1,30 @@
+"""The Celery application: ``celery -A tasks worker -Q execute``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from config import get_settings
+from tasks.celery_config import celery_settings
+
+app = Celery("mfa_gate", include=["tasks.gate", "tasks.execute", "tasks.maintenance"])
+app.conf.update(celery_settings(get_settings()))
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A pool child must not share the parent's database connections.
+    from tasks.runtime import get_runtime
+
+    get_runtime().store.dispose()
+
+
+@worker_init.connect
+def _check_before_serving(**_: Any) -> None:
+    # A broken policy or directory file stops the worker at start, naming the file.
+    from tasks.runtime import get_runtime
+
+    get_runtime().check()

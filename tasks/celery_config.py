@@ -1,0 +1,127 @@
+"""Celery's settings for mfa-gate, chosen in one place, each with what it protects against.
+
+Correctness rests on the store (compare-and-set claims, the outbox), not on the broker;
+these settings make the broker lose and repeat as little as it can.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kombu import Queue
+
+from config import Settings
+
+GATE_QUEUE = "gate"
+EXECUTE_QUEUE = "execute"
+MAINTENANCE_QUEUE = "maintenance"
+
+GATE_TASK = "mfa_gate.gate.request_approval"
+EXECUTE_TASK = "mfa_gate.execute.run_action"
+SWEEP_TASK = "mfa_gate.maintenance.sweep"
+
+# Gate and maintenance tasks talk to Rublon and the store only: a short bound.
+SHORT_TASK_SOFT_LIMIT = 40
+SHORT_TASK_HARD_LIMIT = 50
+
+
+def broker_settings(settings: Settings) -> dict[str, Any]:
+    """Broker URL and transport options: Redis when REDIS_URL is set, else kombu's filesystem."""
+    if settings.redis_url:
+        return {
+            "broker_url": settings.redis_url,
+            "broker_transport_options": {
+                # An un-acked message comes back after this long (kill -9 of a whole worker).
+                # It must exceed the longest task, or a running task is delivered twice.
+                "visibility_timeout": settings.visibility_timeout,
+                # kombu 5.7: sweep for un-acked messages every second, not every ~100 s.
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+                "socket_keepalive": True,
+                "health_check_interval": 10,
+            },
+        }
+    folder = Path(settings.broker_dir).resolve()
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        },
+        # The filesystem transport has no fanout exchange: no remote control, no events.
+        "worker_enable_remote_control": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting mfa-gate sets."""
+    config: dict[str, Any] = {
+        # JSON only: a pickled message from a compromised host must not run code.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # The store records every outcome; no result backend to grow or to trust.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Ack after the task body returns, and re-queue when the pool child dies (SIGKILL,
+        # OOM): a message is lost only if the store says so, and the claim makes repeats no-ops.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message reserved per process: a dying worker strands at most the one it runs.
+        "worker_prefetch_multiplier": 1,
+        # On broker connection loss, stop running late-ack tasks: they could not be acked and
+        # would run again elsewhere. (The default flips to True in Celery 6.)
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Warm phase before a cold shutdown so un-acked messages are re-queued at once.
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 5,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        },
+        # Flower: workers send task events, producers send task-sent.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        # Time limits nest: handler timeout < hard limit < executing lease < visibility timeout.
+        "task_soft_time_limit": SHORT_TASK_SOFT_LIMIT,
+        "task_time_limit": SHORT_TASK_HARD_LIMIT,
+        "task_default_queue": GATE_QUEUE,
+        "task_queues": [Queue(GATE_QUEUE), Queue(EXECUTE_QUEUE), Queue(MAINTENANCE_QUEUE)],
+        "task_routes": {
+            GATE_TASK: {"queue": GATE_QUEUE},
+            EXECUTE_TASK: {"queue": EXECUTE_QUEUE},
+            SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+        },
+        "task_annotations": {
+            EXECUTE_TASK: {
+                "time_limit": settings.execute_time_limit,
+                "soft_time_limit": max(1, settings.execute_time_limit - 5),
+            }
+        },
+        "beat_schedule": {
+            "maintenance-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": settings.maintenance_interval,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.maintenance_interval * 2},
+            }
+        },
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+    config.update(broker_settings(settings))
+    return config

@@ -1,0 +1,181 @@
+"""Turning a person's answer into a release, the same way for the listener and the callback.
+
+A WebSocket ``confirmed`` message or a callback's ``rublonToken`` is a hint. Only a
+signed ``transaction/credentials`` answer whose tid, user, action id, payload hash and
+binding tag match the held action releases it, once. Before the token is exchanged the
+caller takes a lease on the action, so two listeners (or a listener and the callback)
+never both exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from dataclasses import dataclass
+
+from rublon.client import AsyncRublonClient, Credentials
+from rublon.errors import (
+    AccessTokenExpired,
+    RublonApiError,
+    RublonBadSignature,
+    RublonError,
+    RublonUnavailable,
+    UnknownAccessToken,
+)
+from store import Action, ActionStatus, Release
+from tasks.binding import PARAM_ACTION_ID, PARAM_BINDING_TAG, PARAM_PAYLOAD_HASH, binding_tag
+from tasks.release import release_and_dispatch
+from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+S = ActionStatus
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an answer: the action's status afterwards and why."""
+
+    action_id: str | None
+    status: str
+    detail: str
+
+
+def credentials_problem(runtime: Runtime, action: Action, creds: Credentials) -> str | None:
+    """Why a credentials answer does not approve ``action``, or None when it does."""
+    expected_tag = binding_tag(runtime.binding_key, action_id=action.id, payload_hash=action.payload_hash)
+    checks = (
+        ("tid", creds.tid, action.tid),
+        ("username", creds.username, action.user),
+        ("action id", creds.params.get(PARAM_ACTION_ID), action.id),
+        ("payload hash", creds.params.get(PARAM_PAYLOAD_HASH), action.payload_hash),
+        ("binding tag", creds.params.get(PARAM_BINDING_TAG), expected_tag),
+    )
+    for name, seen, wanted in checks:
+        if seen is None or wanted is None or not hmac.compare_digest(str(seen), str(wanted)):
+            return f"the approval's {name} does not match the held action"
+    return None
+
+
+def record_late_answer(runtime: Runtime, action: Action | None, *, tid: str | None, kind: str, actor: str) -> Outcome:
+    """Audit an answer for an action that is no longer waiting; it releases nothing."""
+    status = "unknown" if action is None else str(action.status)
+    runtime.store.audit(
+        "confirmation.ignored",
+        actor=actor,
+        action_id=action.id if action else None,
+        data={"tid": tid, "answer": kind, "status": status, "reason": f"action is {status}"},
+    )
+    return Outcome(action.id if action else None, status, f"{kind} ignored: action is {status}")
+
+
+async def confirm(
+    runtime: Runtime, rublon: AsyncRublonClient, action: Action, access_token: str, *, actor: str, method: str | None
+) -> Outcome:
+    """Exchange ``access_token`` and release ``action`` if the signed answer matches it.
+
+    Never raises for Rublon's or the store's refusals: each ends as an Outcome, audited.
+    """
+    store = runtime.store
+    if action.status != S.AWAITING_APPROVAL:
+        return record_late_answer(runtime, action, tid=action.tid, kind="confirmed", actor=actor)
+    leased = await asyncio.to_thread(
+        store.take_lease,
+        action.id,
+        status=S.AWAITING_APPROVAL,
+        owner=actor,
+        seconds=runtime.settings.confirm_lease_seconds,
+    )
+    if leased is None:
+        current = await asyncio.to_thread(store.get, action.id)
+        if current is not None and current.status == S.AWAITING_APPROVAL:
+            return Outcome(action.id, str(current.status), "another process is confirming it")
+        return record_late_answer(runtime, current, tid=action.tid, kind="confirmed", actor=actor)
+    try:
+        creds = await rublon.transaction_credentials(access_token=access_token)
+    except (UnknownAccessToken, AccessTokenExpired) as exc:
+        return await _block(
+            runtime, leased, actor, f"approval could not be verified: the token is not exchangeable ({exc.exception})"
+        )
+    except RublonBadSignature:
+        return await _block(
+            runtime, leased, actor, "approval could not be verified: Rublon's answer had a bad signature"
+        )
+    except RublonUnavailable as exc:
+        # Nothing was exchanged: let the lease lapse; a re-delivered answer may still be verified.
+        await asyncio.to_thread(
+            store.audit,
+            "confirmation.unverified",
+            actor=actor,
+            action_id=action.id,
+            data={"reason": f"Rublon unavailable ({type(exc).__name__})"},
+        )
+        return Outcome(action.id, str(S.AWAITING_APPROVAL), "Rublon unavailable; will retry")
+    except RublonApiError as exc:
+        return await _block(runtime, leased, actor, f"approval could not be verified: Rublon refused ({exc.exception})")
+    except RublonError as exc:
+        return await _block(runtime, leased, actor, f"approval could not be verified ({type(exc).__name__})")
+    problem = credentials_problem(runtime, leased, creds)
+    if problem is not None:
+        return await _block(runtime, leased, actor, f"approval could not be verified: {problem}")
+    release = Release(
+        action_id=action.id,
+        kind="approval",
+        payload_hash=leased.payload_hash,
+        approver=creds.username,
+        method=method or leased.method,
+        tid=creds.tid,
+        credentials_body=creds.raw_body.decode(),
+        credentials_signature=creds.signature,
+    )
+    released = await asyncio.to_thread(
+        release_and_dispatch,
+        runtime,
+        action.id,
+        expected=S.AWAITING_APPROVAL,
+        release=release,
+        actor=actor,
+        reason=f"approved by {creds.username}",
+        held_by=actor,
+        data={"approver": creds.username, "method": method or leased.method, "shown": leased.shown_text},
+    )
+    if released is None:
+        current = await asyncio.to_thread(store.get, action.id)
+        return record_late_answer(runtime, current, tid=action.tid, kind="confirmed", actor=actor)
+    return Outcome(action.id, str(S.QUEUED), f"approved by {creds.username}")
+
+
+async def _block(runtime: Runtime, action: Action, actor: str, why: str) -> Outcome:
+    moved = await asyncio.to_thread(
+        runtime.store.move,
+        action.id,
+        expected=S.AWAITING_APPROVAL,
+        new=S.BLOCKED,
+        actor=actor,
+        held_by=actor,
+        reason=why,
+        lease_owner=None,
+        lease_until=None,
+    )
+    log.info("action %s: %s", action.id, why)
+    return Outcome(action.id, str(S.BLOCKED) if moved else str(action.status), why)
+
+
+async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason: str, actor: str) -> Outcome:
+    """A ``denied`` (-> rejected) or ``expired`` answer; late ones are only audited."""
+    if action.status != S.AWAITING_APPROVAL:
+        return record_late_answer(runtime, action, tid=action.tid, kind=str(new), actor=actor)
+    moved = await asyncio.to_thread(
+        runtime.store.move,
+        action.id,
+        expected=S.AWAITING_APPROVAL,
+        new=new,
+        actor=actor,
+        reason=reason,
+        lease_owner=None,
+        lease_until=None,
+    )
+    if moved is None:
+        current = await asyncio.to_thread(runtime.store.get, action.id)
+        return record_late_answer(runtime, current, tid=action.tid, kind=str(new), actor=actor)
+    return Outcome(action.id, str(new), reason)

@@ -1,0 +1,176 @@
+"""The execute task: run a released action, at most once unless its handler is idempotent.
+
+Queue ``execute``. The message carries only the action id and proves nothing: the task
+runs an action only when the store says it is ``queued`` with a release record whose
+payload hash matches the stored payload, and only after winning the ``queued ->
+executing`` compare-and-set, so duplicate or forged messages do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from pydantic import ValidationError
+
+from rublon.signing import verify
+from store import Action, ActionStatus, Release
+from store.models import utcnow
+from tasks import registry
+from tasks.binding import PARAM_ACTION_ID, PARAM_BINDING_TAG, PARAM_PAYLOAD_HASH, binding_tag, payload_hash
+from tasks.celery_app import app
+from tasks.celery_config import EXECUTE_TASK
+from tasks.registry import ExecutionContext, TransientError
+from tasks.runtime import Runtime, get_runtime
+
+log = logging.getLogger(__name__)
+S = ActionStatus
+RETRY_BASE_SECONDS = 0.5
+
+
+@app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_action(self: Task, action_id: str) -> str:
+    """Claim and run one released action."""
+    return execute(get_runtime(), action_id, worker=f"execute:{self.request.hostname or 'local'}")
+
+
+def execute(runtime: Runtime, action_id: str, *, worker: str) -> str:
+    """The execute task's logic; returns what it did (for logs and tests)."""
+    store = runtime.store
+    action = store.get(action_id)
+    if action is None or action.status != S.QUEUED:
+        status = "unknown" if action is None else str(action.status)
+        store.audit(
+            "execute.refused",
+            actor=worker,
+            action_id=action_id if action else None,
+            data={"action_id": action_id, "reason": f"action is {status}, not queued", "status": status},
+        )
+        return f"refused: action is {status}"
+    release = store.release_of(action_id)
+    if release is None:
+        store.audit(
+            "execute.refused", actor=worker, action_id=action_id, data={"reason": "queued without a release record"}
+        )
+        return "refused: no release record"
+    claimed = store.claim_for_execution(action_id, worker=worker, lease_seconds=runtime.settings.execute_lease_seconds)
+    if claimed is None:
+        return "duplicate: another worker claimed it"
+    problem = release_problem(runtime, claimed, release)
+    if problem is not None:
+        store.move(
+            action_id,
+            expected=S.EXECUTING,
+            new=S.FAILED,
+            actor=worker,
+            held_by=worker,
+            reason=f"refused before running: {problem}",
+            data={"refused": problem},
+            error=problem,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_until=None,
+        )
+        return f"refused: {problem}"
+    return _run(runtime, claimed, worker)
+
+
+def release_problem(runtime: Runtime, action: Action, release: Release) -> str | None:
+    """Why the stored release does not cover the stored payload, or None when it does."""
+    try:
+        recomputed = payload_hash(action=action.action, params=action.params, user=action.user, agent=action.agent)
+    except Exception:
+        return "the stored payload cannot be hashed"
+    if recomputed != action.payload_hash or recomputed != release.payload_hash:
+        return "the payload changed after it was released (hash mismatch)"
+    if release.kind != "approval":
+        return None
+    body, signature = release.credentials_body, release.credentials_signature
+    if body is None or not verify(runtime.rublon_secret, body.encode(), signature):
+        return "the kept approval is not signed by Rublon"
+    try:
+        params = json.loads(body).get("result", {}).get("params", {})
+    except (ValueError, AttributeError):
+        return "the kept approval cannot be read"
+    tag = binding_tag(runtime.binding_key, action_id=action.id, payload_hash=recomputed)
+    if (params.get(PARAM_ACTION_ID), params.get(PARAM_PAYLOAD_HASH), params.get(PARAM_BINDING_TAG)) != (
+        action.id,
+        recomputed,
+        tag,
+    ):
+        return "the kept approval is for another payload"
+    return None
+
+
+def _run(runtime: Runtime, action: Action, worker: str) -> str:
+    spec = registry.get(action.action)
+    if spec is None:
+        return _finish(runtime, action, worker, S.FAILED, error=f"action {action.action!r} is not registered")
+    try:
+        params = spec.params_model.model_validate(action.params)
+    except ValidationError as exc:
+        return _finish(runtime, action, worker, S.FAILED, error=f"params no longer valid: {exc.errors()[0]['msg']}")
+    ctx = ExecutionContext(
+        action_id=action.id,
+        user=action.user,
+        agent=action.agent,
+        attempt=action.attempts,
+        timeout=float(max(1, runtime.settings.execute_time_limit - 10)),
+        secrets=runtime.secrets,
+        http=runtime.policy.http,
+    )
+    for attempt in range(1, spec.max_attempts + 1):
+        try:
+            result = spec.handler(params, ctx) or {}
+        except TransientError as exc:
+            if attempt < spec.max_attempts:
+                time.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+                continue
+            return _finish(runtime, action, worker, S.FAILED, error=_safe_error(exc, runtime.secrets))
+        except Exception as exc:  # the handler's failure is the action's outcome, recorded
+            return _finish(runtime, action, worker, S.FAILED, error=_safe_error(exc, runtime.secrets))
+        store_result: dict[str, Any] = json.loads(json.dumps(result, default=str))
+        return _finish(runtime, action, worker, S.SUCCEEDED, result=store_result)
+    raise AssertionError("unreachable")
+
+
+def _finish(
+    runtime: Runtime,
+    action: Action,
+    worker: str,
+    status: S,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> str:
+    reason = "executed" if status == S.SUCCEEDED else f"execution failed: {error}"
+    moved = runtime.store.move(
+        action.id,
+        expected=S.EXECUTING,
+        new=status,
+        actor=worker,
+        held_by=worker,
+        reason=reason,
+        data={"error": error} if error else {},
+        result=result,
+        error=error,
+        finished_at=utcnow(),
+        lease_owner=None,
+        lease_until=None,
+    )
+    if moved is None:
+        log.warning("action %s finished but its lease had moved on; outcome %s not recorded", action.id, status)
+        return "lease lost"
+    return str(status)
+
+
+def _safe_error(exc: BaseException, secrets: dict[str, str]) -> str:
+    """An error line for the store: the exception's name and message, with server secrets blanked."""
+    message = str(exc)
+    for value in secrets.values():
+        if value:
+            message = message.replace(value, "***")
+    return f"{type(exc).__name__}: {message[:500]}"

@@ -1,0 +1,1 @@
+"""The web process: the REST API for agents, MCP, the prompt-mode callback, metrics."""
