@@ -26,7 +26,7 @@ async def authenticate(runtime: Runtime, request: Request) -> Agent:
     """The agent the credential belongs to; raises Unauthenticated (audited, credential never recorded)."""
     credential = bearer(request)
     agent = runtime.directory.authenticate(credential) if credential else None
-    if agent is None:
+    if agent is None or agent.suspended:
         why = "no bearer credential" if credential is None else "unknown or revoked credential"
         await run_in_threadpool(
             runtime.store.audit,
