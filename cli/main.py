@@ -218,7 +218,7 @@ def audit_show(action_id: str, as_json: bool) -> None:
 def _event_json(event: Any) -> dict[str, Any]:
     return {
         "seq": event.seq,
-        "at": event.at.isoformat() + "Z",
+        "at": event.at.isoformat(),
         "action_id": event.action_id,
         "event": event.event,
         "actor": event.actor,

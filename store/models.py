@@ -11,8 +11,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: every timestamp in the store is naive UTC, on SQLite and PostgreSQL alike."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Aware UTC now: every timestamp in the store is UTC, on SQLite and PostgreSQL alike."""
+    return datetime.now(UTC)
 
 
 class ActionStatus(StrEnum):
@@ -175,4 +175,4 @@ class AgentState(SQLModel, table=True):
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

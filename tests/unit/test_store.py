@@ -1,0 +1,153 @@
+"""The store: compare-and-set moves, idempotency, releases, leases and the audit chain."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from store import Action, ActionStatus, IdempotencyConflict, Release, Store, TransitionNotAllowed
+from store.models import utcnow
+from store.transitions import FINAL, TRANSITIONS
+
+S = ActionStatus
+
+
+def new_action(status: S = S.SUBMITTED, *, key: str | None = None, payload: str = "h" * 64,
+               agent: str = "bot") -> Action:
+    return Action(
+        id=str(uuid.uuid4()), action="http.request", params={"url": "http://127.0.0.1/x"}, user="alice",
+        agent=agent, context={}, idempotency_key=key, payload_hash=payload, status=status, reason="test",
+        decision="mfa", policy_hash="p" * 64, policy_rules=["r"], methods=["push"], dispatched_at=utcnow(),
+    )
+
+
+def test_final_statuses_have_no_moves() -> None:
+    assert FINAL == {S.SUCCEEDED, S.FAILED, S.DENIED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.BLOCKED}
+    assert TRANSITIONS[S.QUEUED] == {S.EXECUTING}
+
+
+def test_move_is_compare_and_set(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    first = store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="a", tid="T1")
+    second = store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="b", tid="T2")
+    assert first is not None and first.tid == "T1"
+    assert second is None
+    assert store.require(action.id).tid == "T1"
+
+
+def test_move_not_in_table_is_refused(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    with pytest.raises(TransitionNotAllowed, match="submitted to succeeded"):
+        store.move(action.id, expected=S.SUBMITTED, new=S.SUCCEEDED, actor="t")
+    assert store.require(action.id).status == S.SUBMITTED
+
+
+def test_action_cannot_start_executing(store: Store) -> None:
+    with pytest.raises(TransitionNotAllowed):
+        store.create(new_action(S.EXECUTING), release=None, actor="t", data={})
+
+
+def test_same_idempotency_key_and_payload_gives_one_action(store: Store) -> None:
+    first, created_first = store.create(new_action(key="k1"), release=None, actor="t", data={})
+    second, created_second = store.create(new_action(key="k1"), release=None, actor="t", data={})
+    assert (created_first, created_second) == (True, False)
+    assert second.id == first.id
+    assert len(store.list_actions()) == 1
+
+
+def test_same_key_other_payload_is_a_conflict_and_writes_nothing(store: Store) -> None:
+    store.create(new_action(key="k1"), release=None, actor="t", data={})
+    with pytest.raises(IdempotencyConflict, match="different payload"):
+        store.create(new_action(key="k1", payload="x" * 64), release=None, actor="t", data={})
+    assert len(store.list_actions()) == 1
+
+
+def test_idempotency_keys_are_scoped_per_agent(store: Store) -> None:
+    store.create(new_action(key="k1", agent="a1"), release=None, actor="t", data={})
+    _, created = store.create(new_action(key="k1", agent="a2", payload="y" * 64), release=None, actor="t", data={})
+    assert created
+
+
+def test_release_happens_once(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g", tid="T")
+    results = []
+    for who in ("l1", "l2"):
+        release = Release(action_id=action.id, kind="approval", payload_hash=action.payload_hash, approver="alice")
+        results.append(store.release(action.id, expected=S.AWAITING_APPROVAL, release=release, actor=who,
+                                     reason="approved"))
+    assert results[0] is not None and results[0].status == S.QUEUED and results[0].dispatched_at is not None
+    assert results[1] is None
+    found = store.release_of(action.id)
+    assert found is not None and found.approver == "alice"
+
+
+def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    release = Release(action_id="", kind="policy_allow", payload_hash="h" * 64)
+    action = new_action(S.QUEUED)
+    release.action_id = action.id
+    store.create(action, release=release, actor="t", data={})
+    winners: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def claim(name: str) -> None:
+        barrier.wait()
+        if store.claim_for_execution(action.id, worker=name, lease_seconds=60) is not None:
+            winners.append(name)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+    claimed = store.require(action.id)
+    assert claimed.status == S.EXECUTING and claimed.lease_owner == winners[0] and claimed.attempts == 1
+
+
+def test_lease_excludes_others_until_it_expires(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g", tid="T")
+    assert store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1", seconds=30) is not None
+    assert store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l2", seconds=30) is None
+    assert store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1", seconds=30) is not None
+    store.set_fields(action.id, expected=S.AWAITING_APPROVAL, lease_until=utcnow() - timedelta(seconds=1))
+    assert store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l2", seconds=30) is not None
+
+
+def test_every_move_is_audited_and_the_chain_verifies(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g")
+    store.move(action.id, expected=S.AWAITING_APPROVAL, new=S.REJECTED, actor="l", reason="alice said no")
+    events = [e.event for e in store.events(action.id)]
+    assert events == ["action.created", "action.awaiting_approval", "action.rejected"]
+    report = store.verify_audit()
+    assert report.ok and report.events == 3
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "truncate"])
+def test_audit_verify_finds_tampering(store: Store, tamper: str) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g")
+    store.move(action.id, expected=S.AWAITING_APPROVAL, new=S.EXPIRED, actor="l")
+    store.audit("note", actor="x", data={"n": 1})
+    statements = {
+        "edit": "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+        "delete": "DELETE FROM audit_events WHERE seq = 2",
+        "reorder": "UPDATE audit_events SET seq = CASE seq WHEN 2 THEN 3 ELSE 2 END WHERE seq IN (2, 3)",
+        "truncate": "DELETE FROM audit_events WHERE seq = 4",
+    }
+    with store.engine.begin() as conn:
+        if tamper == "reorder":
+            conn.execute(text("UPDATE audit_events SET seq = 1000 WHERE seq = 2"))
+            conn.execute(text("UPDATE audit_events SET seq = 2 WHERE seq = 3"))
+            conn.execute(text("UPDATE audit_events SET seq = 3 WHERE seq = 1000"))
+        else:
+            conn.execute(text(statements[tamper]))
+    report = store.verify_audit()
+    assert not report.ok
+    assert report.broken_at == {"edit": 2, "delete": 2, "reorder": 2, "truncate": 4}[tamper]
