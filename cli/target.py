@@ -10,7 +10,7 @@ from typing import Any
 
 
 class CountingTarget:
-    """An HTTP server on 127.0.0.1 that records each request; ``/fail`` paths answer 503."""
+    """An HTTP server on 127.0.0.1 that records each request; ``/http503`` paths answer 503."""
 
     def __init__(self, port: int = 0) -> None:
         self.received: Counter[str] = Counter()
@@ -34,7 +34,7 @@ class CountingTarget:
                             "headers": dict(self.headers),
                         }
                     )
-                status = 503 if self.path.startswith("/fail") else 200
+                status = 503 if self.path.startswith("/http503") else 200
                 payload = json.dumps({"ok": status == 200, "key": key}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

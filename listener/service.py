@@ -12,11 +12,11 @@ compare-and-set and the token exchange sits behind a lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 import socket
+import uuid
 from datetime import timedelta
 
 import redis.asyncio as aioredis
@@ -58,6 +58,7 @@ class ConfirmationListener:
         self._rublon: AsyncRublonClient | None = None
         self._slots = asyncio.Semaphore(CONCURRENT_CONFIRMATIONS)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._confirming: set[str] = set()
         self._last_poll = utcnow() - timedelta(days=3650)
 
     # -- running --------------------------------------------------------------------------
@@ -160,11 +161,13 @@ class ConfirmationListener:
 
     async def _subscribe(self, tid: str) -> None:
         channel = self._channel
-        if channel is None or not channel.is_open:
+        if channel is None or not channel.is_open or tid in self.subscribed:
             return  # the reconnect re-subscribes every pending tid
-        with contextlib.suppress(ChannelClosed):
+        self.subscribed.add(tid)
+        try:
             await channel.subscribe(tid)
-            self.subscribed.add(tid)
+        except ChannelClosed:
+            self.subscribed.discard(tid)
 
     async def _load_pending(self, *, full: bool) -> None:
         since = None if full else self._last_poll - POLL_OVERLAP
@@ -196,6 +199,9 @@ class ConfirmationListener:
         if message.type == "pending" or message.tid is None:
             return
         if message.type == "confirmed":
+            if message.tid in self._confirming:
+                return  # the same answer twice (a re-subscribe): one exchange is enough
+            self._confirming.add(message.tid)
             task = asyncio.create_task(self._confirmed(message.tid, message.access_token))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -224,6 +230,12 @@ class ConfirmationListener:
             )
 
     async def _confirmed(self, tid: str, token: str | None) -> None:
+        try:
+            await self._confirm_one(tid, token)
+        finally:
+            self._confirming.discard(tid)
+
+    async def _confirm_one(self, tid: str, token: str | None) -> None:
         async with self._slots:
             action = await asyncio.to_thread(self.runtime.store.find_by_tid, tid)
             if action is None or not token:
@@ -233,9 +245,9 @@ class ConfirmationListener:
                 return
             assert self._rublon is not None
             try:
-                outcome = await confirm(
-                    self.runtime, self._rublon, action, token, actor=self.name, method=action.method
-                )
+                # A lease owner per attempt: two attempts never share one lease.
+                attempt = f"{self.name}:{uuid.uuid4().hex[:8]}"
+                outcome = await confirm(self.runtime, self._rublon, action, token, actor=attempt, method=action.method)
             except Exception:  # never let one answer end the listener; the action stays held (fail closed)
                 log.exception("%s: confirming action %s failed", self.name, action.id)
                 return

@@ -19,6 +19,8 @@ from web.state import runtime_of
 
 router = APIRouter(prefix="/v1")
 WAIT_POLL_SECONDS = 0.1
+# A hard cap before parsing; params and context have their own, smaller limits named in errors.
+MAX_BODY_BYTES = 1_048_576
 
 
 def action_body(action: Action, *, replay: bool = False) -> dict[str, Any]:
@@ -36,8 +38,8 @@ async def submit_action(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     agent = await authenticate(runtime, request)
     raw = await request.body()
-    if len(raw) > runtime.settings.max_params_bytes + runtime.settings.max_context_bytes + 4096:
-        raise SubmissionError(413, "body", "is too large; keep params and context within their limits")
+    if len(raw) > MAX_BODY_BYTES:
+        raise SubmissionError(413, "body", f"is larger than {MAX_BODY_BYTES} bytes; keep params and context small")
     try:
         payload = json.loads(raw)
     except ValueError:

@@ -26,7 +26,7 @@ def new_action(status: S = S.SUBMITTED, *, key: str | None = None, payload: str 
 
 
 def test_final_statuses_have_no_moves() -> None:
-    assert FINAL == {S.SUCCEEDED, S.FAILED, S.DENIED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.BLOCKED}
+    assert {S.SUCCEEDED, S.FAILED, S.DENIED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.BLOCKED} == FINAL
     assert TRANSITIONS[S.QUEUED] == {S.EXECUTING}
 
 

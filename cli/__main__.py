@@ -1,0 +1,5 @@
+"""``python -m cli``: the same as the ``mfa-gate`` command."""
+
+from cli.main import main
+
+main()
