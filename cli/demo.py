@@ -7,6 +7,7 @@ as real child processes; the actions go through the same submission path as the 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -86,6 +87,11 @@ def run_demo(*, quick: bool = False) -> int:
 
     get_settings.cache_clear()
     settings = get_settings()
+    from tasks.celery_app import app
+    from tasks.celery_config import celery_settings
+
+    app.conf.update(celery_settings(settings))  # the app may have been configured before the demo's env
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)  # "no hostname" means nothing for files
     click.echo(f"store:   SQLite at {workdir / 'demo.db'}")
     if redis_url:
         click.echo(f"broker:  Redis at {redis_url}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config import Settings
 
@@ -100,7 +100,13 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": SHORT_TASK_SOFT_LIMIT,
         "task_time_limit": SHORT_TASK_HARD_LIMIT,
         "task_default_queue": GATE_QUEUE,
-        "task_queues": [Queue(GATE_QUEUE), Queue(EXECUTE_QUEUE), Queue(MAINTENANCE_QUEUE)],
+        # One direct exchange per queue, keyed by its name: a message for one queue reaches only it.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (GATE_QUEUE, EXECUTE_QUEUE, MAINTENANCE_QUEUE)
+        ],
+        "task_default_exchange": GATE_QUEUE,
+        "task_default_routing_key": GATE_QUEUE,
         "task_routes": {
             GATE_TASK: {"queue": GATE_QUEUE},
             EXECUTE_TASK: {"queue": EXECUTE_QUEUE},
