@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -53,7 +53,8 @@ class Action(SQLModel, table=True):
     payload_hash: str = Field(max_length=64)
     source_ip: str | None = Field(default=None, max_length=64)
 
-    status: ActionStatus = Field(max_length=32, index=True)
+    # A plain string column (the enum's values), so the database reads 'queued', not 'QUEUED'.
+    status: ActionStatus = Field(sa_column=Column(String(32), nullable=False, index=True))
     reason: str = Field(default="", sa_column=Column(Text, nullable=False))
 
     # The policy decision that was taken at submission.

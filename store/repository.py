@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
-from store import audit
+from store import audit, schema
 from store.audit import ChainReport
 from store.engine import make_engine
 from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
@@ -43,13 +43,13 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------------
     def create_schema(self) -> None:
-        """Create missing tables (SQLite and tests; PostgreSQL deployments run Alembic).
+        """Apply the Alembic migrations up to head (see store.schema).
 
-        Several processes may start at once: a lost race on CREATE TABLE is retried.
+        Several processes may start at once: a lost race on SQLite is retried.
         """
         for attempt in range(5):
             try:
-                SQLModel.metadata.create_all(self.engine)
+                schema.upgrade(self.engine)
                 return
             except (OperationalError, ProgrammingError, IntegrityError):
                 if attempt == 4:
