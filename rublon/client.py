@@ -18,6 +18,7 @@ The rules the core enforces:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,6 +36,10 @@ from rublon.errors import (
     redact_secrets,
 )
 from rublon.signing import SIGNATURE_HEADER, sign, verify
+
+#: Told of every call: its path, its duration in seconds, and the error it raised (or None).
+#: The client stays free of any metrics library; the caller decides what to record.
+CallObserver = Callable[[str, float, BaseException | None], None]
 
 #: Rublon's public API server; deployments override it with RUBLON_API_SERVER.
 DEFAULT_API_SERVER = "https://core.rublon.net"
@@ -431,12 +436,14 @@ class RublonClient:
         timeout: float = DEFAULT_TIMEOUT,
         user_agent: str = DEFAULT_USER_AGENT,
         transport: httpx.BaseTransport | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self._core = _ApiCore(
             api_server=api_server, system_token=system_token, secret_key=secret_key, user_agent=user_agent
         )
         # Redirects are not followed: Rublon never redirects an API call, so a 3xx is unavailability.
         self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+        self._observer = observer
 
     @property
     def api_server(self) -> str:
@@ -447,11 +454,20 @@ class RublonClient:
 
     def _run(self, call: _Call[T]) -> T:
         request = self._core.prepare(call)
+        started = time.perf_counter()
+        error: BaseException | None = None
         try:
-            response = self._http.post(request.url, content=request.content, headers=request.headers)
-        except httpx.HTTPError as exc:
-            raise self._core.transport_failed(call, exc) from exc
-        return self._core.interpret(call, response)
+            try:
+                response = self._http.post(request.url, content=request.content, headers=request.headers)
+            except httpx.HTTPError as exc:
+                raise self._core.transport_failed(call, exc) from exc
+            return self._core.interpret(call, response)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(call.path, time.perf_counter() - started, error)
 
     def app_init(self, *, app_ver: str = DEFAULT_APP_VERSION, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check the System Token, Secret Key and version (POST /api/app/init).
@@ -543,11 +559,13 @@ class AsyncRublonClient:
         timeout: float = DEFAULT_TIMEOUT,
         user_agent: str = DEFAULT_USER_AGENT,
         transport: httpx.AsyncBaseTransport | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self._core = _ApiCore(
             api_server=api_server, system_token=system_token, secret_key=secret_key, user_agent=user_agent
         )
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+        self._observer = observer
 
     @property
     def api_server(self) -> str:
@@ -558,11 +576,20 @@ class AsyncRublonClient:
 
     async def _run(self, call: _Call[T]) -> T:
         request = self._core.prepare(call)
+        started = time.perf_counter()
+        error: BaseException | None = None
         try:
-            response = await self._http.post(request.url, content=request.content, headers=request.headers)
-        except httpx.HTTPError as exc:
-            raise self._core.transport_failed(call, exc) from exc
-        return self._core.interpret(call, response)
+            try:
+                response = await self._http.post(request.url, content=request.content, headers=request.headers)
+            except httpx.HTTPError as exc:
+                raise self._core.transport_failed(call, exc) from exc
+            return self._core.interpret(call, response)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(call.path, time.perf_counter() - started, error)
 
     async def app_init(
         self, *, app_ver: str = DEFAULT_APP_VERSION, params: dict[str, Any] | None = None

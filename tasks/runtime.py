@@ -18,6 +18,7 @@ from policies.model import Policy
 from rublon.client import AsyncRublonClient, RublonClient
 from store import Store
 from tasks import registry
+from tasks.metrics import observe_rublon_call
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Runtime:
             system_token=self.settings.rublon_system_token,
             secret_key=self.rublon_secret,
             timeout=self.settings.rublon_timeout,
+            observer=observe_rublon_call,
         )
 
     def async_rublon(self) -> AsyncRublonClient:
@@ -78,6 +80,7 @@ class Runtime:
             system_token=self.settings.rublon_system_token,
             secret_key=self.rublon_secret,
             timeout=self.settings.rublon_timeout,
+            observer=observe_rublon_call,
         )
 
     def load_actions(self) -> None:

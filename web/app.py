@@ -14,6 +14,7 @@ from tasks.runtime import Runtime, get_runtime
 from tasks.submission import SubmissionError
 from web.api import router as api_router
 from web.auth import Unauthenticated
+from web.metrics import router as metrics_router
 
 access_log = logging.getLogger("mfa_gate.access")
 
@@ -25,6 +26,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="mfa-gate", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
     app.include_router(api_router)
+    app.include_router(metrics_router)
 
     @app.exception_handler(SubmissionError)
     async def _submission_error(_: Request, exc: SubmissionError) -> JSONResponse:
