@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     gate_grace_seconds: int = 60
     maintenance_interval: float = 5.0
     listener_poll_interval: float = 2.0
+    listener_metrics_port: int = 9101
 
     # -- Flower ---------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None

@@ -33,9 +33,6 @@ RUBLON_SECONDS = Histogram(
 RUBLON_ERRORS = Counter(
     "mfa_gate_rublon_errors_total", "Rublon API calls that failed, by exception name.", ["call", "exception"]
 )
-WEBSOCKET_RECONNECTS = Counter(
-    "mfa_gate_websocket_reconnects_total", "Times the listener re-opened the confirmation WebSocket."
-)
 
 
 def observe_rublon_call(path: str, seconds: float, error: BaseException | None) -> None:
