@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
     # -- Flower ---------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None
+    flower_db: Path = Path("flower.db")
 
     log_json: bool = False
     log_level: str = "INFO"
