@@ -26,3 +26,7 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs every request URL at INFO; Rublon URLs carry no secrets, but callbacks might.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.redis_url is None:
+        # kombu's filesystem transport has no host, and says so on every connection.
+        logging.getLogger("kombu.connection").setLevel(logging.ERROR)

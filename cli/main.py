@@ -349,6 +349,10 @@ def demo(quick: bool) -> None:
     sys.exit(run_demo(quick=quick))
 
 
+from cli.agents import agents  # noqa: E402
+from cli.doctor import doctor  # noqa: E402
 from cli.simulator_commands import simulator  # noqa: E402
 
 main.add_command(simulator)
+main.add_command(agents)
+main.add_command(doctor)

@@ -385,6 +385,49 @@ class Store:
         with self.session() as session:
             return session.get(AgentState, agent)
 
+    def record_refusal(self, agent: str, *, limit: int, actor: str) -> bool:
+        """Count a rejected or expired request of ``agent``; suspend it at ``limit`` in a row.
+
+        Returns True when this refusal suspended the agent.
+        """
+        with self.session() as session:
+            state = session.get(AgentState, agent, with_for_update=True) or AgentState(agent=agent)
+            state.refusals_in_row += 1
+            state.updated_at = utcnow()
+            suspended_now = not state.suspended and state.refusals_in_row >= limit
+            if suspended_now:
+                state.suspended = True
+                state.suspended_reason = f"{state.refusals_in_row} approval requests in a row rejected or expired"
+                audit.append(
+                    session,
+                    self._audit_key,
+                    event="agent.suspended",
+                    actor=actor,
+                    data={"agent": agent, "reason": state.suspended_reason},
+                )
+            session.add(state)
+            return suspended_now
+
+    def record_approval(self, agent: str) -> None:
+        """An approved request ends a run of refusals."""
+        with self.session() as session:
+            state = session.get(AgentState, agent, with_for_update=True)
+            if state is not None and state.refusals_in_row:
+                state.refusals_in_row = 0
+                session.add(state)
+
+    def lift_suspension(self, agent: str, *, actor: str) -> bool:
+        """Lift a push-fatigue suspension; False when the agent was not suspended."""
+        with self.session() as session:
+            state = session.get(AgentState, agent, with_for_update=True)
+            if state is None or not state.suspended:
+                return False
+            state.suspended, state.suspended_reason, state.refusals_in_row = False, None, 0
+            state.updated_at = utcnow()
+            session.add(state)
+            audit.append(session, self._audit_key, event="agent.lifted", actor=actor, data={"agent": agent})
+            return True
+
     # -- audit ----------------------------------------------------------------------------
     def audit(
         self, event: str, *, actor: str, action_id: str | None = None, data: dict[str, Any] | None = None

@@ -142,6 +142,7 @@ async def confirm(
     if released is None:
         current = await asyncio.to_thread(store.get, action.id)
         return record_late_answer(runtime, current, tid=action.tid, kind="confirmed", actor=actor)
+    await asyncio.to_thread(store.record_approval, action.agent)
     return Outcome(action.id, str(S.QUEUED), f"approved by {creds.username}")
 
 
@@ -178,4 +179,12 @@ async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason:
     if moved is None:
         current = await asyncio.to_thread(runtime.store.get, action.id)
         return record_late_answer(runtime, current, tid=action.tid, kind=str(new), actor=actor)
+    await asyncio.to_thread(note_refusal, runtime, action.agent, actor=actor)
     return Outcome(action.id, str(new), reason)
+
+
+def note_refusal(runtime: Runtime, agent: str, *, actor: str) -> None:
+    """Count a rejected or expired request against the agent (push-fatigue defence)."""
+    limit = runtime.policy.limits.suspend_agent_after_refusals
+    if runtime.store.record_refusal(agent, limit=limit, actor=actor):
+        log.warning("agent %s suspended after %s refused approval requests in a row", agent, limit)

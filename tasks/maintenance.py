@@ -23,6 +23,7 @@ from store.models import utcnow
 from tasks import registry
 from tasks.celery_app import app
 from tasks.celery_config import SWEEP_TASK
+from tasks.confirmation import note_refusal
 from tasks.dispatch import send_execute, send_gate
 from tasks.runtime import Runtime, get_runtime
 
@@ -97,6 +98,7 @@ def sweep(runtime: Runtime) -> SweepReport:
         )
         if moved is not None:
             report.expired.append(action.id)
+            note_refusal(runtime, action.agent, actor=ACTOR)
             cancel_transaction(runtime, action.tid)
 
     for action in store.due(S.AWAITING_APPROVAL, column="lease_until", before=now):

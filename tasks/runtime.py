@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from config import Settings, get_settings
-from policies.directory import Directory, load_directory
+from policies.directory import Directory, DirectoryError, load_directory
 from policies.loader import load_policy
 from policies.model import Policy
 from rublon.client import AsyncRublonClient, RublonClient
@@ -27,6 +27,8 @@ class Runtime:
 
     settings: Settings
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _directory: Directory | None = field(default=None, repr=False)
+    _directory_stamp: int = field(default=0, repr=False)
 
     @cached_property
     def store(self) -> Store:
@@ -37,9 +39,21 @@ class Runtime:
     def policy(self) -> Policy:
         return load_policy(self.settings.policy_file)
 
-    @cached_property
+    @property
     def directory(self) -> Directory:
-        return load_directory(self.settings.directory_file)
+        """The directory file, re-read when it changes (credential rotation and revocation apply at once)."""
+        path = self.settings.directory_file
+        stamp = path.stat().st_mtime_ns
+        with self._lock:
+            if self._directory is None or stamp != self._directory_stamp:
+                directory = load_directory(path)
+                if self.settings.env == "production" and directory.development_agents():
+                    raise DirectoryError(
+                        f"{path}: agents {', '.join(directory.development_agents())} use the "
+                        "public development credential; rotate them with 'mfa-gate agents rotate'"
+                    )
+                self._directory, self._directory_stamp = directory, stamp
+            return self._directory
 
     @cached_property
     def secrets(self) -> dict[str, str]:

@@ -8,7 +8,7 @@ Create Date: 2026-12-04 20:24:39.843531
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = "0001"
