@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     maintenance_interval: float = 5.0
     listener_poll_interval: float = 2.0
     listener_metrics_port: int = 9101
+    audit_anchor_interval: float = 300.0
 
     # -- Flower ---------------------------------------------------------------------------
     flower_basic_auth: SecretStr | None = None

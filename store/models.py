@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, Index, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -32,6 +33,19 @@ class ActionStatus(StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
+class StatusType(TypeDecorator[ActionStatus]):
+    """ActionStatus stored as its plain value in a VARCHAR(32), read back as the enum."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: object, dialect: Dialect) -> str | None:
+        return None if value is None else str(ActionStatus(str(value)))
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> ActionStatus | None:
+        return None if value is None else ActionStatus(value)
+
+
 class Action(SQLModel, table=True):
     """A critical action an agent asked for, and everything decided about it since."""
 
@@ -54,7 +68,7 @@ class Action(SQLModel, table=True):
     source_ip: str | None = Field(default=None, max_length=64)
 
     # A plain string column (the enum's values), so the database reads 'queued', not 'QUEUED'.
-    status: ActionStatus = Field(sa_column=Column(String(32), nullable=False, index=True))
+    status: ActionStatus = Field(sa_column=Column(StatusType(), nullable=False, index=True))
     reason: str = Field(default="", sa_column=Column(Text, nullable=False))
 
     # The policy decision that was taken at submission.

@@ -22,7 +22,7 @@ from store import audit, schema
 from store.audit import ChainReport
 from store.engine import make_engine
 from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
-from store.models import Action, ActionStatus, AgentState, AuditEvent, Release, utcnow
+from store.models import Action, ActionStatus, AgentState, AuditEvent, AuditHead, Release, utcnow
 from store.transitions import INITIAL, allowed
 
 S = ActionStatus
@@ -122,6 +122,16 @@ class Store:
             query = query.where(Action.created_at >= since)
         with self.session() as session:
             return int(session.exec(query).one())
+
+    def released_since(self, since: datetime, *, agent: str | None = None, user: str | None = None) -> list[Action]:
+        """Actions released at or after ``since`` (by agent or user): what cumulative limits add up."""
+        query = select(Action).where(col(Action.released_at).is_not(None), col(Action.released_at) >= since)
+        if agent is not None:
+            query = query.where(Action.agent == agent)
+        if user is not None:
+            query = query.where(Action.user == user)
+        with self.session() as session:
+            return list(session.exec(query))
 
     # -- creating -------------------------------------------------------------------------
     def create(
@@ -440,6 +450,12 @@ class Store:
         """The audit trail, of one action or of everything, in order."""
         with self.session() as session:
             return list(audit.iter_events(session, action_id=action_id))
+
+    def audit_head(self) -> tuple[int, str]:
+        """The chain's last link: its sequence number and MAC (``(0, "")`` when empty)."""
+        with self.session() as session:
+            head = session.get(AuditHead, 1)
+            return (head.seq, head.mac) if head else (0, "")
 
     def verify_audit(self) -> ChainReport:
         """Recompute the audit chain; see :func:`store.audit.verify`."""

@@ -19,7 +19,8 @@ MAX_SUMMARY = 480
 
 def clean_text(text: str, *, limit: int) -> str:
     """Drop control, format (bidi overrides, zero-width) and other invisible characters; cut to ``limit``."""
-    kept = "".join(ch for ch in text if unicodedata.category(ch)[0] not in ("C",) or ch == " ")
+    # Whitespace (newlines included) becomes a space; every other control or format character goes.
+    kept = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch)[0] != "C")
     kept = " ".join(kept.split())
     return kept if len(kept) <= limit else kept[: limit - 1] + "…"
 

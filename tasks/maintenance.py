@@ -8,12 +8,14 @@ Each run:
 - blocks ``awaiting_approval`` actions whose confirmation lease ran out (a listener died
   after exchanging the token and before recording it: the answer cannot be verified again);
 - moves ``executing`` actions whose lease ran out to ``ambiguous``, or back to ``queued``
-  when the handler is registered as idempotent.
+  when the handler is registered as idempotent (at most ``MAX_RUNS`` runs in all, so an
+  action that kills its worker every time does not loop forever).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,7 +32,11 @@ from tasks.runtime import Runtime, get_runtime
 log = logging.getLogger(__name__)
 S = ActionStatus
 ACTOR = "maintenance"
-MAX_BACKOFF_EXPONENT = 6
+# Re-sends back off as grace x 1, 3, 7, 15: at most 16 grace periods between two sends of
+# one action, so a message lost in a long backlog (or a Redis that forgot its queues) is
+# still re-sent within minutes, while a backlog is not multiplied.
+MAX_BACKOFF_EXPONENT = 4
+MAX_RUNS = 3
 
 
 @dataclass
@@ -118,7 +124,7 @@ def sweep(runtime: Runtime) -> SweepReport:
 
     for action in store.due(S.EXECUTING, column="lease_until", before=now):
         spec = registry.get(action.action)
-        if spec is not None and spec.idempotent:
+        if spec is not None and spec.idempotent and action.attempts < MAX_RUNS:
             moved = store.move(
                 action.id,
                 expected=S.EXECUTING,
@@ -140,16 +146,37 @@ def sweep(runtime: Runtime) -> SweepReport:
                 new=S.AMBIGUOUS,
                 actor=ACTOR,
                 held_by=action.lease_owner,
-                reason="the worker stopped mid-run and the outcome is unknown; resolve it with "
-                "'mfa-gate resolve ID --succeeded|--failed'",
+                reason=(
+                    "the worker stopped mid-run"
+                    + (f" {action.attempts} times" if action.attempts > 1 else "")
+                    + " and the outcome is unknown; resolve it with 'mfa-gate resolve ID --succeeded|--failed'"
+                ),
                 lease_owner=None,
                 lease_until=None,
             )
             if moved is not None:
                 report.ambiguous.append(action.id)
+    anchor_audit_head(runtime)
     if report.total():
         log.info("maintenance: %s", {name: len(items) for name, items in vars(report).items() if items})
     return report
+
+
+_last_anchor: dict[str, float] = {"at": 0.0}
+
+
+def anchor_audit_head(runtime: Runtime) -> None:
+    """Write the audit chain's head to the log every MFA_GATE_AUDIT_ANCHOR_INTERVAL seconds.
+
+    A log shipped elsewhere then holds MACs the database cannot silently rewrite: a chain
+    recomputed later must pass through every anchored (seq, mac).
+    """
+    now = time.monotonic()
+    if now - _last_anchor["at"] < runtime.settings.audit_anchor_interval:
+        return
+    _last_anchor["at"] = now
+    seq, mac = runtime.store.audit_head()
+    log.info("audit head seq=%s mac=%s", seq, mac, extra={"audit_head_seq": seq, "audit_head_mac": mac})
 
 
 def cancel_transaction(runtime: Runtime, tid: str | None) -> None:

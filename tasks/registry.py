@@ -51,6 +51,7 @@ class ExecutionContext:
 
 Handler = Callable[[Any, ExecutionContext], dict[str, Any] | None]
 Describe = Callable[[Any], list[str]]
+Amount = Callable[[Any], float | None]
 
 
 class TransientError(Exception):
@@ -67,6 +68,14 @@ class ActionSpec:
     idempotent: bool
     describe: Describe
     max_attempts: int
+    amount: Amount
+
+    def amount_of(self, params: dict[str, Any]) -> float | None:
+        """The money this action moves, for cumulative limits; None when it moves none or params are bad."""
+        try:
+            return self.amount(self.params_model.model_validate(params))
+        except ValueError:
+            return None
 
     def summary(self, params: BaseModel) -> list[str]:
         """The lines the person sees for these params (server-built, never agent text)."""
@@ -74,6 +83,11 @@ class ActionSpec:
 
 
 _REGISTRY: dict[str, ActionSpec] = {}
+
+
+def _default_amount(params: BaseModel) -> float | None:
+    value = getattr(params, "amount", None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _default_describe(params: BaseModel) -> list[str]:
@@ -87,6 +101,7 @@ def action(
     idempotent: bool = False,
     describe: Callable[[P], list[str]] | None = None,
     max_attempts: int = 3,
+    amount: Callable[[P], float | None] | None = None,
 ) -> Callable[[Callable[[P, ExecutionContext], dict[str, Any] | None]], Callable[[P, ExecutionContext], Any]]:
     """Register the handler of action ``name``.
 
@@ -96,6 +111,8 @@ def action(
             safe; such actions are re-run after a worker dies, others become ``ambiguous``.
         describe: builds the lines shown on the person's phone from the typed params.
         max_attempts: for idempotent handlers, how many times a TransientError is retried.
+        amount: the money the action moves (for the policy's cumulative limits); by default the
+            ``amount`` param when it is a number.
 
     Raises:
         ValueError: the name is registered already.
@@ -111,6 +128,7 @@ def action(
             idempotent=idempotent,
             describe=describe or _default_describe,
             max_attempts=max_attempts if idempotent else 1,
+            amount=amount or _default_amount,
         )
         return handler
 

@@ -7,6 +7,7 @@ holds no trace of it but an audit event.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -143,6 +144,15 @@ def submit(runtime: Runtime, request: SubmitRequest, *, agent: str, source_ip: s
 
     facts = Facts(agent=agent, user=request.user, groups=tuple(user.groups), source_ip=source_ip, now=utcnow())
     decision = evaluate(policy, action=request.action, params=request.params, facts=facts, context=request.context)
+    if decision.outcome == "allow":
+        over = _cumulative_excess(runtime, spec, request, agent=agent)
+        if over is not None:
+            decision = dataclasses.replace(
+                decision,
+                outcome="mfa",
+                rule="(cumulative limit)",
+                reason=f"{over}; this one needs MFA although rule '{decision.rule}' allows it",
+            )
     now = utcnow()
     action = Action(
         id=str(uuid.uuid4()),
@@ -195,6 +205,40 @@ def submit(runtime: Runtime, request: SubmitRequest, *, agent: str, source_ip: s
     elif created and recorded.status == S.SUBMITTED:
         send_gate(recorded.id)
     return Submitted(recorded, created, decision)
+
+
+def _cumulative_excess(
+    runtime: Runtime, spec: registry.ActionSpec, request: SubmitRequest, *, agent: str
+) -> str | None:
+    """Why an otherwise allowed action would cross a per-agent or per-user window limit, or None.
+
+    Small allowed actions add up: a large payment split into small ones still reaches a person.
+    """
+    limits = runtime.policy.limits
+    caps = (
+        ("agent", agent, limits.max_count_per_agent_window, limits.max_amount_per_agent_window),
+        ("user", request.user, limits.max_count_per_user_window, limits.max_amount_per_user_window),
+    )
+    if not any(count or amount for _, _, count, amount in caps):
+        return None
+    since = utcnow() - timedelta(seconds=limits.window_seconds)
+    this_amount = spec.amount_of(request.params) or 0.0
+    for kind, name, max_count, max_amount in caps:
+        if not (max_count or max_amount):
+            continue
+        released = runtime.store.released_since(since, **{kind: name})
+        if max_count and len(released) + 1 > max_count:
+            return f"{kind} {name!r} would exceed {max_count} released actions in {limits.window_seconds}s"
+        if max_amount:
+            total = this_amount + sum(_amount(a) for a in released)
+            if total > max_amount:
+                return f"{kind} {name!r} would move {total:g} in {limits.window_seconds}s (limit {max_amount:g})"
+    return None
+
+
+def _amount(action: Action) -> float:
+    spec = registry.get(action.action)
+    return (spec.amount_of(action.params) or 0.0) if spec else 0.0
 
 
 def _check_target(runtime: Runtime, params: HttpRequestParams) -> None:

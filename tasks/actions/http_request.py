@@ -79,7 +79,16 @@ def describe(params: HttpRequestParams) -> list[str]:
     return lines
 
 
-@action("http.request", params=HttpRequestParams, idempotent=False, describe=describe)
+def amount(params: HttpRequestParams) -> float | None:
+    """The ``amount`` of a JSON body, when it is a number (payments through a REST API)."""
+    if isinstance(params.json_body, dict):
+        value = params.json_body.get("amount")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+@action("http.request", params=HttpRequestParams, idempotent=False, describe=describe, amount=amount)
 def http_request(params: HttpRequestParams, ctx: ExecutionContext) -> dict[str, Any]:
     """Perform the request; a 5xx or a connection failure raises TransientError."""
     refusal = target_refusal(params.url, ctx.http)
