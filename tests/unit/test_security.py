@@ -6,6 +6,7 @@ loopback HTTP; Celery messages go to an in-memory broker no worker reads.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from simulator.state import SimulatorState, make_user
 from store import ActionStatus
 from tasks import registry
 from tasks.celery_app import app
+from tasks.confirmation import confirm, refuse
 from tasks.display import clean_text, summary
 from tasks.execute import execute
 from tasks.gate import open_transaction
@@ -173,3 +175,26 @@ def test_agent_may_not_set_credential_headers(tmp_path: Path, simulator: Simulat
 def test_credentials_are_stored_hashed() -> None:
     text = directory_text()
     assert "credential-of-agent-a" not in text and hash_credential("credential-of-agent-a-0123456789") in text
+
+
+def test_late_answers_for_final_actions_release_nothing_and_are_audited(tmp_path: Path,
+                                                                      simulator: SimulatorServer) -> None:
+    runtime = make_runtime(tmp_path, simulator)
+    held = submit(runtime, post("http://127.0.0.1/late"), agent="agent-a", source_ip=None, actor="t").action
+    open_transaction(runtime, held.id, worker="g")
+    runtime.store.move(held.id, expected=S.AWAITING_APPROVAL, new=S.EXPIRED, actor="t", reason="deadline")
+    final = runtime.store.require(held.id)
+
+    async def answers() -> list[str]:
+        client = runtime.async_rublon()
+        try:
+            confirmed = await confirm(runtime, client, final, "t" * 60, actor="listener", method="push")
+            denied = await refuse(runtime, final, new=S.REJECTED, reason="no", actor="listener")
+        finally:
+            await client.aclose()
+        return [confirmed.status, denied.status]
+
+    assert asyncio.run(answers()) == ["expired", "expired"]
+    ignored = [e.data["answer"] for e in runtime.store.events(held.id) if e.event == "confirmation.ignored"]
+    assert ignored == ["confirmed", "rejected"]
+    assert runtime.store.require(held.id).status == S.EXPIRED and runtime.store.release_of(held.id) is None
