@@ -18,7 +18,7 @@ from simulator.control import SimulatorControl
 from store import Store
 from tasks.celery_config import EXECUTE_QUEUE, EXECUTE_TASK
 from tests.fixtures import CRED_A, CRED_B
-from tests.integration.conftest import post_action, wait_for, wait_status, wait_tid
+from tests.integration.conftest import post_action, wait_status, wait_tid
 
 pytestmark = pytest.mark.integration
 
