@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-import httpx
 
 from config import get_settings
 
@@ -30,19 +29,16 @@ def serve(ctx: click.Context) -> None:
 
 
 def _decide(verb: str, tid: str) -> None:
-    from simulator.control import SimulatorControl
+    from simulator.control import SimulatorControl, SimulatorControlError
 
     url = get_settings().rublon_api_server
     try:
         result = getattr(SimulatorControl(url), verb)(tid)
-    except httpx.HTTPStatusError as exc:
-        raise click.ClickException(f"the simulator at {url} refused: {exc.response.text}") from None
-    except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"no simulator answers at {url} ({type(exc).__name__}); start one with "
-            "'mfa-gate simulator serve' or set RUBLON_API_SERVER"
-        ) from None
-    click.echo(f"{verb}: {tid} {result if result is not None else ''}".rstrip())
+    except SimulatorControlError as exc:
+        hint = "" if exc.status_code else "; start one with 'mfa-gate simulator serve' or set RUBLON_API_SERVER"
+        raise click.ClickException(f"{exc}{hint}") from None
+    # approve answers with the access token: that is the listener's to exchange, never printed.
+    click.echo(f"{verb}: {tid}" + (" (approved)" if verb == "approve" and result else ""))
 
 
 @simulator.command()
