@@ -1,0 +1,73 @@
+"""The Celery tasks' logic in eager mode (task_always_eager): no broker, no worker, real store and simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.target import CountingTarget
+from simulator.control import SimulatorControl
+from simulator.server import SimulatorServer
+from store import ActionStatus
+from tasks.celery_app import app
+from tasks.confirmation import confirm
+from tasks.execute import run_action
+from tasks.gate import request_approval
+from tasks.maintenance import sweep_task
+from tasks.runtime import Runtime, set_runtime
+from tasks.submission import SubmitRequest, submit
+from tests.unit.conftest import make_runtime
+
+S = ActionStatus
+
+
+@pytest.fixture
+def eager(tmp_path: Path, simulator: SimulatorServer) -> Iterator[Runtime]:
+    runtime = make_runtime(tmp_path, simulator)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    set_runtime(runtime)
+    yield runtime
+    set_runtime(None)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = False, False
+
+
+def test_gate_then_approval_then_execute_in_eager_mode(eager: Runtime, simulator: SimulatorServer) -> None:
+    with CountingTarget() as target:
+        request = SubmitRequest(action="http.request", user="alice",
+                                params={"method": "POST", "url": f"{target.url}/eager", "json": {"amount": 1}})
+        action = submit(eager, request, agent="agent-a", source_ip=None, actor="t").action
+        assert request_approval.delay(action.id).get() == "asked alice by push"
+        held = eager.store.require(action.id)
+        assert held.status == S.AWAITING_APPROVAL and held.tid
+        with SimulatorControl(simulator.url) as control:
+            token = control.approve(held.tid)
+
+        async def approve() -> str:
+            client = eager.async_rublon()
+            try:
+                return (await confirm(eager, client, held, token, actor="listener", method="push")).status
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(approve()) == "queued"
+        assert run_action.delay(action.id).get() == "succeeded"
+        assert run_action.delay(action.id).get().startswith("refused")  # a duplicate delivery does nothing
+        assert target.count(action.id) == 1
+
+
+def test_maintenance_sweep_in_eager_mode_expires_overdue_actions(eager: Runtime) -> None:
+    from datetime import timedelta
+
+    from store.models import utcnow
+
+    request = SubmitRequest(action="http.request", user="alice",
+                            params={"method": "POST", "url": "http://127.0.0.1/sweep", "json": {}})
+    action = submit(eager, request, agent="agent-a", source_ip=None, actor="t").action
+    request_approval.delay(action.id)
+    eager.store.set_fields(action.id, expected=S.AWAITING_APPROVAL, expires_at=utcnow() - timedelta(seconds=1))
+    counts = sweep_task.delay().get()
+    assert counts["expired"] == 1
+    assert eager.store.require(action.id).status == S.EXPIRED
