@@ -351,8 +351,10 @@ def demo(quick: bool) -> None:
 
 from cli.agents import agents  # noqa: E402
 from cli.doctor import doctor  # noqa: E402
+from cli.mcp_command import mcp  # noqa: E402
 from cli.simulator_commands import simulator  # noqa: E402
 
 main.add_command(simulator)
+main.add_command(mcp)
 main.add_command(agents)
 main.add_command(doctor)

@@ -19,6 +19,7 @@ from rublon.errors import (
     RublonBadSignature,
     RublonError,
     RublonUnavailable,
+    TransactionLocked,
     UserBypassed,
     UserDenied,
     UserNotFound,
@@ -94,7 +95,8 @@ def _ask_person(runtime: Runtime, action: Action, worker: str) -> str:
     )
     rublon = runtime.rublon
     if action.mode == "prompt":
-        callback = runtime.settings.public_url.rstrip("/") + "/rublon/callback"
+        # The callback names the action: the lease must be taken before the token is exchanged.
+        callback = runtime.settings.public_url.rstrip("/") + f"/rublon/callback/{action.id}"
         prompt = rublon.transaction_init(
             username=action.user, callback_url=callback, user_email=email, params={**params, "appVer": "mfa-gate/0.1"}
         )
@@ -132,7 +134,12 @@ def _ask_person(runtime: Runtime, action: Action, worker: str) -> str:
         return "lost the race"
     notify_awaiting(action.id)
     if method in ("push", "phoneCall", "sms", "email"):
-        rublon.send_method(tid=transaction.tid, method=method)
+        try:
+            rublon.send_method(tid=transaction.tid, method=method)
+        except TransactionLocked:
+            # The person (or Rublon) answered before the method went out, e.g. on another
+            # device. The answer is the listener's to verify; blocking here would override it.
+            return f"{action.user} answered before the {method} was sent"
     return f"asked {action.user} by {method}"
 
 

@@ -14,6 +14,8 @@ from tasks.runtime import Runtime, get_runtime
 from tasks.submission import SubmissionError
 from web.api import router as api_router
 from web.auth import Unauthenticated
+from web.callback import router as callback_router
+from web.mcp_server import mount_mcp
 from web.metrics import router as metrics_router
 
 access_log = logging.getLogger("mfa_gate.access")
@@ -26,6 +28,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="mfa-gate", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
     app.include_router(api_router)
+    app.include_router(callback_router)
+    mount_mcp(app, runtime)
     app.include_router(metrics_router)
 
     @app.exception_handler(SubmissionError)
