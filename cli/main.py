@@ -77,10 +77,13 @@ def _print_action(action: Any, as_json: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """mfa-gate: a person's MFA approval in front of the high-impact actions of AI agents."""
     from cli.logging_setup import configure_logging
 
+    if ctx.invoked_subcommand == "mcp":
+        return  # the agent-side relay reads no server settings; it configures its own logging
     try:
         configure_logging(get_settings())
     except Exception as exc:  # pydantic's ValidationError names the setting at fault

@@ -157,6 +157,7 @@ class AuditEvent(SQLModel, table=True):
     """One link of the append-only, HMAC-keyed audit chain."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_event_at", "event", "at"),)
 
     seq: int = Field(primary_key=True)
     at: datetime = Field(default_factory=utcnow)

@@ -446,6 +446,14 @@ class Store:
         with self.session() as session:
             audit.append(session, self._audit_key, event=event, actor=actor, action_id=action_id, data=data)
 
+    def events_since(self, event: str, since: datetime, *, actor: str | None = None) -> list[AuditEvent]:
+        """Events of one kind at or after ``since`` (optionally by one actor), oldest first: for rate limits."""
+        query = select(AuditEvent).where(AuditEvent.event == event, AuditEvent.at >= since)
+        if actor is not None:
+            query = query.where(AuditEvent.actor == actor)
+        with self.session() as session:
+            return list(session.exec(query.order_by(col(AuditEvent.seq))))
+
     def events(self, action_id: str | None = None) -> list[AuditEvent]:
         """The audit trail, of one action or of everything, in order."""
         with self.session() as session:

@@ -31,6 +31,7 @@ from tasks.runtime import Runtime
 S = ActionStatus
 ACTION_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
 MAX_KEY_LENGTH = 200
+RAW_RUBLON_CALL_EVENT = "mcp.rublon_call"
 
 
 class SubmitRequest(BaseModel):
@@ -258,7 +259,9 @@ def _refusal(runtime: Runtime, *, agent: str, user: str) -> str | None:
     if runtime.store.count_recent(agent=agent, statuses=PENDING) >= limits.max_pending_per_agent:
         return f"agent {agent!r} already has {limits.max_pending_per_agent} pending approval requests"
     hour_ago = utcnow() - timedelta(hours=1)
-    if runtime.store.count_recent(agent=agent, since=hour_ago) >= limits.max_requests_per_agent_per_hour:
+    # Raw Rublon calls through MCP spend the same hourly budget as submissions (web/mcp_server.py).
+    raw_calls = len(runtime.store.events_since(RAW_RUBLON_CALL_EVENT, hour_ago, actor=f"agent:{agent}"))
+    if runtime.store.count_recent(agent=agent, since=hour_ago) + raw_calls >= limits.max_requests_per_agent_per_hour:
         return f"agent {agent!r} sent more than {limits.max_requests_per_agent_per_hour} requests in the last hour"
     return None
 

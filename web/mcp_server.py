@@ -49,7 +49,6 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from sqlmodel import col, select
 from starlette.authentication import AuthCredentials
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -76,7 +75,7 @@ from store.models import utcnow
 from store.transitions import FINAL, PENDING
 from tasks.binding import RESERVED_PARAMS
 from tasks.runtime import Runtime
-from tasks.submission import SubmissionError, parse_request, submit
+from tasks.submission import RAW_RUBLON_CALL_EVENT, SubmissionError, parse_request, submit
 from tasks.submission import cancel as cancel_action
 from web.api import action_body
 from web.auth import Unauthenticated, authenticate
@@ -90,7 +89,7 @@ SERVER_VERSION = "0.1.0"
 AGENT_SCOPE_KEY = "mfa_gate.agent"
 
 #: Audit events of the raw tools. CALL_EVENT is what the rate limits count.
-CALL_EVENT = "mcp.rublon_call"
+CALL_EVENT = RAW_RUBLON_CALL_EVENT
 RESULT_EVENT = "mcp.rublon_result"
 REFUSED_EVENT = "mcp.refused"
 #: How long a TID an agent opened stays usable by its tid-taking tools.
@@ -160,12 +159,8 @@ def _copy(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _since(store: Store, *, event: str, since: datetime, actor: str | None = None) -> list[AuditEvent]:
-    """Audit events named ``event`` written at or after ``since`` (by ``actor`` when given)."""
-    query = select(AuditEvent).where(AuditEvent.event == event, AuditEvent.at >= since)
-    if actor is not None:
-        query = query.where(AuditEvent.actor == actor)
-    with store.session() as session:
-        return list(session.exec(query.order_by(col(AuditEvent.seq))))
+    """Audit events of one kind since a moment: the store's record is what the limits count."""
+    return store.events_since(event, since, actor=actor)
 
 
 def limit_refusal(runtime: Runtime, *, agent: str, user: str | None, asks_person: bool) -> str | None:
