@@ -32,6 +32,9 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    # Where this run's output starts in the log: a restarted process appends to the same
+    # file, and readiness checks must not be fooled by the previous run's lines.
+    log_offset: int = 0
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -45,7 +48,29 @@ class Child:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        # Stragglers of the group (a pool child whose parent died first) go too.
+        self.signal_group(signal.SIGKILL)
         self._log.close()
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to this child's process group (quietly, when the group is gone)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def descendants(self) -> list[int]:
+        """Pids of the processes this child started (a Celery worker's pool), read from /proc."""
+        found: list[int] = []
+        todo = [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+            except OSError:
+                continue
+            for part in text.split():
+                found.append(int(part))
+                todo.append(int(part))
+        return found
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the worker and its pool children)."""
@@ -55,8 +80,18 @@ class Child:
             self.process.wait(10)
 
     def log_text(self) -> str:
-        self._log.flush()
+        """The whole log file, earlier runs of the same name included."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def own_log_text(self) -> str:
+        """What this run of the process wrote (not earlier runs logged to the same file)."""
+        if not self._log.closed:
+            self._log.flush()
+        with self.log_path.open("rb") as handle:
+            handle.seek(self.log_offset)
+            return handle.read().decode(errors="replace")
 
 
 def start(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Path) -> Child:
@@ -64,6 +99,7 @@ def start(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Pa
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = log_path.open("ab")
+    offset = log.tell()
     process = subprocess.Popen(
         list(argv),
         env=dict(env),
@@ -72,7 +108,7 @@ def start(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Pa
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    return Child(name, process, log_path, log)
+    return Child(name, process, log_path, log, offset)
 
 
 def python(*args: str) -> list[str]:
@@ -117,10 +153,10 @@ def wait_http(url: str, *, timeout: float = 20.0, child: Child | None = None) ->
 
 
 def wait_log(child: Child, text: str, *, timeout: float = 30.0) -> None:
-    """Wait until ``text`` shows in the child's log."""
+    """Wait until ``text`` shows in what this run of the child logged."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if text in child.log_text():
+        if text in child.own_log_text():
             return
         if not child.alive():
             raise RuntimeError(f"{child.name} exited early; see {child.log_path}:\n{child.log_text()[-2000:]}")

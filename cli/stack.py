@@ -70,8 +70,8 @@ class Stack:
     def start_process(self, name: str) -> Child:
         """(Re)start one process type by name: web, listener-N, worker-gate-N, worker-execute-N, beat, simulator."""
         old = self.children.get(name)
-        if old is not None and old.alive():
-            old.stop()
+        if old is not None:
+            old.stop()  # also closes the log of a process that was killed
         argv, ready = self._command(name)
         child = start(name, argv, env=self.env, log_dir=self.workdir / "logs")
         self.children[name] = child
@@ -122,11 +122,30 @@ class Stack:
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port)
 
-    def restart_redis(self, *, down_seconds: float = 0.5) -> None:
-        """Stop Redis (SIGTERM: it writes its AOF), wait, and start it again on the same port."""
-        self.children["redis"].stop()
+    def restart_redis(self, *, down_seconds: float = 0.5, crash: bool = False, wipe: bool = False) -> None:
+        """Stop Redis, wait, and start it again on the same port.
+
+        Args:
+            crash: SIGKILL instead of SIGTERM (with ``appendfsync everysec`` up to a second
+                of writes is lost); otherwise Redis writes its AOF before it exits.
+            wipe: also delete its data files, as a Redis without persistence forgets every
+                queued and un-acked message on restart.
+        """
+        child = self.children["redis"]
+        if crash:
+            child.kill()
+        child.stop()
+        if wipe:
+            folder = self.workdir / "redis"
+            shutil.rmtree(folder / "appendonlydir", ignore_errors=True)
+            (folder / "dump.rdb").unlink(missing_ok=True)
         time.sleep(down_seconds)
         self.children["redis"] = start_redis(self.redis_port, self.workdir / "redis")
+
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in a Celery queue on Redis (kombu keeps one list per queue)."""
+        with self.redis() as client:
+            return int(client.llen(queue))
 
     def api(self, credential: str) -> httpx.Client:
         """An HTTP client for the REST API with an agent's bearer credential."""

@@ -104,8 +104,14 @@ class ConfirmationListener:
                     await self._on_message(message)
             except ChannelClosed as exc:
                 log.warning("%s: confirmation channel closed (%s); reconnecting in %.1fs", self.name, exc, backoff)
-            except OSError as exc:
-                log.warning("%s: store or network error (%s); reconnecting in %.1fs", self.name, exc, backoff)
+            except Exception as exc:  # a store or network hiccup must not end the channel loop for good
+                log.warning(
+                    "%s: %s while reading the channel (%s); reconnecting in %.1fs",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
             finally:
                 self.connected.clear()
                 self._channel = None
@@ -135,7 +141,7 @@ class ConfirmationListener:
                     async for item in pubsub.listen():
                         if item.get("type") == "message":
                             await self._learn(item["data"].decode())
-            except (aioredis.RedisError, OSError) as exc:
+            except Exception as exc:  # Redis dropped (or the store failed on one notice): subscribe again
                 log.warning(
                     "%s: Redis notifications dropped (%s); retrying in %.1fs", self.name, type(exc).__name__, backoff
                 )
@@ -174,6 +180,10 @@ class ConfirmationListener:
         started = utcnow()
         actions = await asyncio.to_thread(self.runtime.store.awaiting, updated_since=since)
         self._last_poll = started
+        if full:
+            # The store is the truth: forget transactions another process has settled meanwhile,
+            # so a reconnect does not re-subscribe (and re-audit) every one of them.
+            self.pending = {tid: action_id for tid, action_id in self.pending.items() if tid in self._confirming}
         for action in actions:
             await self._track(action)
 

@@ -1,17 +1,41 @@
 """Celery's settings for mfa-gate, chosen in one place, each with what it protects against.
 
 Correctness rests on the store (compare-and-set claims, the outbox), not on the broker;
-these settings make the broker lose and repeat as little as it can.
+these settings make the broker lose and repeat as little as it can. What covers what:
+
+- A message lost (Redis restarted without its AOF, a crash between pop and bookkeeping,
+  a send that failed after the commit): the maintenance sweep re-sends every ``queued``
+  or ``submitted`` action whose message is older than the grace period, with backoff.
+- A message delivered twice (visibility timeout, ``task_reject_on_worker_lost``, a
+  re-send): the ``queued -> executing`` compare-and-set lets one delivery run it.
+- A worker killed mid-run: the action stays ``executing``; after its lease maintenance
+  makes it ``ambiguous`` (or re-queues it, for idempotent handlers).
+
+Timings nest so that no running task is ever handed to a second worker by the broker:
+handler timeout (execute limit - 10 s) < execute soft limit (- 5 s) < execute hard limit
+(MFA_GATE_EXECUTE_TIME_LIMIT) < executing lease (MFA_GATE_EXECUTE_LEASE_SECONDS) <
+visibility timeout (MFA_GATE_VISIBILITY_TIMEOUT); gate and maintenance tasks stop within
+SHORT_TASK_HARD_LIMIT, below the visibility timeout and the gate lease (tasks.gate).
+
+Process layout: one worker per queue (``-Q gate``, ``-Q execute``, ``-Q maintenance``;
+gate and maintenance may share one), so a backlog or a slow target on one queue never
+starves another, and each can be scaled and restarted alone. Workers run under a
+supervisor that restarts them (systemd, compose ``restart: unless-stopped``); SIGTERM
+starts a warm shutdown with a soft phase that puts un-acked messages back at once.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from kombu import Exchange, Queue
+from kombu.transport import redis as kombu_redis
 
 from config import Settings
+
+log = logging.getLogger(__name__)
 
 GATE_QUEUE = "gate"
 EXECUTE_QUEUE = "execute"
@@ -26,11 +50,53 @@ SHORT_TASK_SOFT_LIMIT = 40
 SHORT_TASK_HARD_LIMIT = 50
 
 
+class _GuardedQoS(kombu_redis.QoS):
+    """kombu's Redis QoS, surviving a restore on a connection that is already torn down.
+
+    When Redis goes away while a worker holds un-acked messages, kombu 5.7 closes the
+    channel and tries to push those messages back through a connection whose client it
+    has just dropped; the AttributeError ends the whole worker ("Unrecoverable error",
+    found by the chaos suite on every Redis restart with work in flight). The messages
+    are still in Redis's ``unacked`` hash, so the restore sweep brings them back after
+    the visibility timeout, and the store's outbox re-sends anything lost anyway: giving
+    up on the immediate restore is safe, and the worker reconnects instead of exiting.
+    """
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        try:
+            return super().restore_unacked(client)
+        except AttributeError as exc:
+            log.warning(
+                "could not restore %s un-acked message(s) on a closed connection (%s); they come back after "
+                "the visibility timeout",
+                len(self._delivered),
+                exc,
+            )
+            self._delivered.clear()
+            return None
+
+
+class _GuardedChannel(kombu_redis.Channel):
+    QoS = _GuardedQoS
+
+
+class GuardedRedisTransport(kombu_redis.Transport):
+    """The Redis transport with :class:`_GuardedQoS`; selected by ``broker_transport``."""
+
+    Channel = _GuardedChannel
+
+
 def broker_settings(settings: Settings) -> dict[str, Any]:
     """Broker URL and transport options: Redis when REDIS_URL is set, else kombu's filesystem."""
     if settings.redis_url:
+        guarded: dict[str, Any] = {}
+        if settings.redis_url.startswith("redis://"):
+            # kombu's Redis transport, with a worker-killing bug on reconnect guarded (see above).
+            # (rediss:// keeps kombu's own, which sets up TLS from the scheme.)
+            guarded["broker_transport"] = f"{__name__}:GuardedRedisTransport"
         return {
             "broker_url": settings.redis_url,
+            **guarded,
             "broker_transport_options": {
                 # An un-acked message comes back after this long (kill -9 of a whole worker).
                 # It must exceed the longest task, or a running task is delivered twice.
@@ -62,7 +128,17 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
-    """Every Celery setting mfa-gate sets."""
+    """Every Celery setting mfa-gate sets.
+
+    Raises:
+        ValueError: the visibility timeout does not exceed the gate/maintenance hard limit
+            (a running gate task would be delivered a second time).
+    """
+    if settings.visibility_timeout <= SHORT_TASK_HARD_LIMIT:
+        raise ValueError(
+            f"MFA_GATE_VISIBILITY_TIMEOUT must exceed {SHORT_TASK_HARD_LIMIT} s, the hard time limit of the gate "
+            f"and maintenance tasks (now {settings.visibility_timeout})"
+        )
     config: dict[str, Any] = {
         # JSON only: a pickled message from a compromised host must not run code.
         "task_serializer": "json",
@@ -83,8 +159,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # Warm phase before a cold shutdown so un-acked messages are re-queued at once.
         "worker_soft_shutdown_timeout": 10.0,
         "worker_enable_soft_shutdown_on_idle": True,
+        # Reconnect to the broker for ever (a Redis restart must not end a worker).
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # A send that fails after a few quick retries is left to the maintenance sweep
+        # (the store still says queued/submitted): a web request never hangs on a dead Redis.
         "task_publish_retry": True,
         "task_publish_retry_policy": {
             "max_retries": 5,
@@ -118,6 +197,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 "soft_time_limit": max(1, settings.execute_time_limit - 5),
             }
         },
+        # The sweep every few seconds; a sweep message older than two intervals is dropped
+        # (expires), so a beat that ran on while workers were down does not queue a backlog.
         "beat_schedule": {
             "maintenance-sweep": {
                 "task": SWEEP_TASK,

@@ -102,7 +102,12 @@ async def confirm(
             runtime, leased, actor, "approval could not be verified: Rublon's answer had a bad signature"
         )
     except RublonUnavailable as exc:
-        # Nothing was exchanged: let the lease lapse; a re-delivered answer may still be verified.
+        # Rublon did not answer: give the lease back at once, so maintenance does not take
+        # this for a confirming process that died mid-way (which it blocks); the answer
+        # delivered again on a reconnect may still be verified, else the action expires.
+        await asyncio.to_thread(
+            store.set_fields, action.id, expected=S.AWAITING_APPROVAL, lease_owner=None, lease_until=None
+        )
         await asyncio.to_thread(
             store.audit,
             "confirmation.unverified",

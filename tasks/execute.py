@@ -8,12 +8,16 @@ executing`` compare-and-set, so duplicate or forged messages do nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import time
 from typing import Any
 
+import httpx
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from rublon.signing import verify
@@ -28,13 +32,30 @@ from tasks.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 S = ActionStatus
+# Retries of an idempotent handler: 0.5 s, 1 s, 2 s, ... at most 5 s apart, and never
+# past the handler's time budget (so the task's soft time limit is not what stops them).
 RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 5.0
+
+# Failures after which the target may have done the work: the request went out and no
+# answer came back. A non-idempotent action is then ``ambiguous``, never ``failed``
+# (an agent told "failed" would submit the payment again).
+OUTCOME_UNKNOWN: tuple[type[BaseException], ...] = (
+    SoftTimeLimitExceeded,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+RETRYABLE: tuple[type[BaseException], ...] = (TransientError, *OUTCOME_UNKNOWN)
 
 
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_action(self: Task, action_id: str) -> str:
     """Claim and run one released action."""
-    return execute(get_runtime(), action_id, worker=f"execute:{self.request.hostname or 'local'}")
+    # One identity per pool process: two children of one worker never share a lease.
+    return execute(get_runtime(), action_id, worker=f"execute:{self.request.hostname or 'local'}:{os.getpid()}")
 
 
 def execute(runtime: Runtime, action_id: str, *, worker: str) -> str:
@@ -113,28 +134,48 @@ def _run(runtime: Runtime, action: Action, worker: str) -> str:
         params = spec.params_model.model_validate(action.params)
     except ValidationError as exc:
         return _finish(runtime, action, worker, S.FAILED, error=f"params no longer valid: {exc.errors()[0]['msg']}")
+    budget = float(max(1, runtime.settings.execute_time_limit - 10))
+    deadline = time.monotonic() + budget
     ctx = ExecutionContext(
         action_id=action.id,
         user=action.user,
         agent=action.agent,
         attempt=action.attempts,
-        timeout=float(max(1, runtime.settings.execute_time_limit - 10)),
+        timeout=budget,
         secrets=runtime.secrets,
         http=runtime.policy.http,
     )
-    for attempt in range(1, spec.max_attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             result = spec.handler(params, ctx) or {}
-        except TransientError as exc:
-            if attempt < spec.max_attempts:
-                time.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
-                continue
-            return _finish(runtime, action, worker, S.FAILED, error=_safe_error(exc, runtime.secrets))
+        except RETRYABLE as exc:
+            unknown = isinstance(exc, OUTCOME_UNKNOWN)
+            if not spec.idempotent:
+                if unknown:
+                    return _finish(runtime, action, worker, S.AMBIGUOUS, error=_unknown_error(exc, runtime.secrets))
+                return _finish(runtime, action, worker, S.FAILED, error=_safe_error(exc, runtime.secrets))
+            pause = min(RETRY_BASE_SECONDS * 2 ** (attempt - 1), RETRY_MAX_SECONDS)
+            remaining = deadline - time.monotonic() - pause
+            if attempt >= spec.max_attempts or remaining < 1.0:
+                error = f"gave up after {attempt} attempt(s): {_safe_error(exc, runtime.secrets)}"
+                return _finish(runtime, action, worker, S.FAILED, error=error)
+            log.info("action %s: attempt %s failed (%s); again in %.1fs", action.id, attempt, type(exc).__name__, pause)
+            time.sleep(pause)
+            ctx = dataclasses.replace(ctx, timeout=remaining)
+            continue
         except Exception as exc:  # the handler's failure is the action's outcome, recorded
             return _finish(runtime, action, worker, S.FAILED, error=_safe_error(exc, runtime.secrets))
         store_result: dict[str, Any] = json.loads(json.dumps(result, default=str))
         return _finish(runtime, action, worker, S.SUCCEEDED, result=store_result)
-    raise AssertionError("unreachable")
+
+
+def _unknown_error(exc: BaseException, secrets: dict[str, str]) -> str:
+    return (
+        f"the outcome is unknown ({_safe_error(exc, secrets)}); check the target, then resolve it with "
+        "'mfa-gate resolve ID --succeeded|--failed'"
+    )
 
 
 def _finish(
@@ -146,7 +187,7 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> str:
-    reason = "executed" if status == S.SUCCEEDED else f"execution failed: {error}"
+    reason = {S.SUCCEEDED: "executed", S.AMBIGUOUS: f"{error}"}.get(status, f"execution failed: {error}")
     moved = runtime.store.move(
         action.id,
         expected=S.EXECUTING,
@@ -162,7 +203,15 @@ def _finish(
         lease_until=None,
     )
     if moved is None:
+        # Maintenance took the action over (its lease ran out): keep what happened in the
+        # audit trail for the person who resolves it.
         log.warning("action %s finished but its lease had moved on; outcome %s not recorded", action.id, status)
+        runtime.store.audit(
+            "execute.outcome_after_lease",
+            actor=worker,
+            action_id=action.id,
+            data={"outcome": str(status), "error": error, "result": result},
+        )
         return "lease lost"
     return str(status)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from rublon.errors import RublonError
 from store import ActionStatus
@@ -61,6 +61,11 @@ def sweep_task() -> dict[str, int]:
     return {name: len(items) for name, items in vars(report).items()}
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every timestamp in the store is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _backoff(grace: float, count: int) -> float:
     return grace * (2 ** min(count, MAX_BACKOFF_EXPONENT) - 1)
 
@@ -70,27 +75,40 @@ def sweep(runtime: Runtime) -> SweepReport:
     store, settings, report = runtime.store, runtime.settings, SweepReport()
     now = utcnow()
 
+    # One failed send ends the re-sending for this sweep: the broker is down, and each
+    # further try would wait through the publish retries while nothing can be sent.
+    broker_up = True
     for action in store.due(
         S.QUEUED, column="dispatched_at", before=now - timedelta(seconds=settings.dispatch_grace_seconds)
     ):
-        if send_execute(action.id):
-            store.mark_dispatched(
-                action.id,
-                status=S.QUEUED,
-                backoff_seconds=_backoff(settings.dispatch_grace_seconds, action.dispatch_count),
-            )
-            report.resent_execute.append(action.id)
+        broker_up = broker_up and send_execute(action.id)
+        if not broker_up:
+            break
+        store.mark_dispatched(
+            action.id,
+            status=S.QUEUED,
+            backoff_seconds=_backoff(settings.dispatch_grace_seconds, action.dispatch_count),
+        )
+        report.resent_execute.append(action.id)
 
     for action in store.due(
         S.SUBMITTED, column="dispatched_at", before=now - timedelta(seconds=settings.gate_grace_seconds)
     ):
-        if send_gate(action.id):
-            store.mark_dispatched(
-                action.id,
-                status=S.SUBMITTED,
-                backoff_seconds=_backoff(settings.gate_grace_seconds, action.dispatch_count),
-            )
-            report.resent_gate.append(action.id)
+        if not broker_up:
+            break
+        if action.lease_until is not None and _aware(action.lease_until) > now:
+            # A gate task holds it (running, or died with the lease): a message now would only
+            # be refused, and counting it would push the real re-send further out.
+            continue
+        broker_up = send_gate(action.id)
+        if not broker_up:
+            break
+        store.mark_dispatched(
+            action.id,
+            status=S.SUBMITTED,
+            backoff_seconds=_backoff(settings.gate_grace_seconds, action.dispatch_count),
+        )
+        report.resent_gate.append(action.id)
 
     for action in store.due(S.AWAITING_APPROVAL, column="expires_at", before=now):
         moved = store.move(
