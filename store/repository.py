@@ -323,6 +323,17 @@ class Store:
                 return None
             return session.get(Action, action_id, populate_existing=True)
 
+    def drop_lease(self, action_id: str, *, status: S, owner: str) -> bool:
+        """Give up a lease this owner holds (nothing happens when another owner holds it now)."""
+        with self.session() as session:
+            statement = (
+                update(Action)
+                .where(col(Action.id) == action_id, col(Action.status) == status, col(Action.lease_owner) == owner)
+                .values(lease_owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+
     def set_fields(self, action_id: str, *, expected: S, **fields: Any) -> bool:
         """Update bookkeeping columns of an action still in ``expected`` (no status change)."""
         with self.session() as session:

@@ -105,9 +105,7 @@ async def confirm(
         # Rublon did not answer: give the lease back at once, so maintenance does not take
         # this for a confirming process that died mid-way (which it blocks); the answer
         # delivered again on a reconnect may still be verified, else the action expires.
-        await asyncio.to_thread(
-            store.set_fields, action.id, expected=S.AWAITING_APPROVAL, lease_owner=None, lease_until=None
-        )
+        await asyncio.to_thread(store.drop_lease, action.id, status=S.AWAITING_APPROVAL, owner=actor)
         await asyncio.to_thread(
             store.audit,
             "confirmation.unverified",

@@ -151,3 +151,13 @@ def test_audit_verify_finds_tampering(store: Store, tamper: str) -> None:
     report = store.verify_audit()
     assert not report.ok
     assert report.broken_at == {"edit": 2, "delete": 2, "reorder": 2, "truncate": 4}[tamper]
+
+
+def test_drop_lease_only_by_its_owner(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g")
+    store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1", seconds=30)
+    assert not store.drop_lease(action.id, status=S.AWAITING_APPROVAL, owner="l2")
+    assert store.require(action.id).lease_owner == "l1"
+    assert store.drop_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1")
+    assert store.require(action.id).lease_owner is None
