@@ -118,6 +118,45 @@ async def confirm(
         return await _block(runtime, leased, actor, f"approval could not be verified: Rublon refused ({exc.exception})")
     except RublonError as exc:
         return await _block(runtime, leased, actor, f"approval could not be verified ({type(exc).__name__})")
+    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+
+
+async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str, method: str | None) -> Outcome:
+    """Release the held action a credentials answer names, if the answer matches it.
+
+    For a prompt-mode callback that names no action: the token was exchanged first, so the
+    echoed action id says which action it is; the same lease and checks as ``confirm`` apply.
+    """
+    store = runtime.store
+    action_id = creds.params.get(PARAM_ACTION_ID)
+    action = await asyncio.to_thread(store.get, action_id) if action_id else None
+    if action is None:
+        await asyncio.to_thread(
+            store.audit,
+            "confirmation.unlinked",
+            actor=actor,
+            data={"tid": creds.tid, "reason": "the approval names no action of mfa-gate"},
+        )
+        return Outcome(None, "unknown", "the approval names no action of mfa-gate")
+    if action.status != S.AWAITING_APPROVAL:
+        return record_late_answer(runtime, action, tid=creds.tid, kind="confirmed", actor=actor)
+    leased = await asyncio.to_thread(
+        store.take_lease,
+        action.id,
+        status=S.AWAITING_APPROVAL,
+        owner=actor,
+        seconds=runtime.settings.confirm_lease_seconds,
+    )
+    if leased is None:
+        return Outcome(action.id, str(action.status), "another process is confirming it")
+    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+
+
+async def _release_verified(
+    runtime: Runtime, leased: Action, creds: Credentials, *, actor: str, method: str | None
+) -> Outcome:
+    """Check a signed credentials answer against the leased action and release it, once."""
+    store, action = runtime.store, leased
     problem = credentials_problem(runtime, leased, creds)
     if problem is not None:
         return await _block(runtime, leased, actor, f"approval could not be verified: {problem}")

@@ -26,8 +26,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from rublon.errors import RublonError
 from store import Action, ActionStatus
-from tasks.confirmation import Outcome, confirm, refuse
+from tasks.confirmation import Outcome, confirm, confirm_exchanged, refuse
 from tasks.runtime import Runtime
 from web.state import runtime_of
 
@@ -62,11 +63,31 @@ async def _refused(runtime: Runtime, action_id: str | None, reason: str, state: 
 
 @router.get(CALLBACK_PATH)
 async def callback_without_action(request: Request) -> HTMLResponse:
-    """A callback that names no action: nothing to do."""
+    """A callback that names no action: an ``ok`` token is exchanged and its echoed action id decides.
+
+    The token is single use at Rublon, so exchanging it before the lease cannot let two
+    callbacks both release; every check of ``confirm`` still applies after the exchange.
+    """
     runtime = runtime_of(request)
+    state = request.query_params.get("rublonState")
+    token = request.query_params.get("rublonToken")
     source = request.client.host if request.client else None
-    await _refused(runtime, None, "the callback names no action", request.query_params.get("rublonState"), source)
-    return page("Nothing was approved", "This link does not name a request of mfa-gate.", 404)
+    if state != "ok" or not token:
+        await _refused(runtime, None, "the callback names no action", state, source)
+        return page("Nothing was approved", "This link does not name a request of mfa-gate.", 404)
+    rublon = runtime.async_rublon()
+    try:
+        creds = await rublon.transaction_credentials(access_token=token)
+    except RublonError as exc:
+        await _refused(runtime, None, f"the token could not be exchanged ({type(exc).__name__})", state, source)
+        return page("Nothing was approved", "The answer could not be verified; nothing was changed.", 409)
+    finally:
+        await rublon.aclose()
+    outcome = await confirm_exchanged(runtime, creds, actor=f"callback:{uuid.uuid4().hex[:8]}", method="prompt")
+    action = await run_in_threadpool(runtime.store.get, outcome.action_id) if outcome.action_id else None
+    if action is None:
+        return page("Nothing was approved", "This approval does not belong to a request of mfa-gate.", 404)
+    return _approval_page(action, outcome)
 
 
 @router.get(CALLBACK_PATH + "/{action_id}")

@@ -136,7 +136,7 @@ def test_callbacks_that_name_no_prompt_action_change_nothing(
     promptless = wait_tid(store, api.post("/v1/actions", json=post_action(target)).json()["id"])
     assert promptless.mode == "promptless"
     answers = {
-        f"{stack.web_url}/rublon/callback": 404,
+        f"{stack.web_url}/rublon/callback": 409,
         f"{stack.web_url}/rublon/callback/no-such-action": 404,
         f"{stack.web_url}/rublon/callback/{promptless.id}": 409,
     }
@@ -145,8 +145,25 @@ def test_callbacks_that_name_no_prompt_action_change_nothing(
         assert page.status_code == status_code and "t" * 60 not in page.text
     assert store.require(promptless.id).status == "awaiting_approval"
     reasons = [event.data["reason"] for event in store.events() if event.event == "callback.refused"]
-    assert "the callback names no action" in reasons and "the action is not in prompt mode" in reasons
+    assert "the token could not be exchanged (UnknownAccessToken)" in reasons
+    assert "the action is not in prompt mode" in reasons
+    bare = httpx.get(f"{stack.web_url}/rublon/callback", params={"rublonState": "cancel"})
+    assert bare.status_code == 404
+    assert "the callback names no action" in [e.data["reason"] for e in store.events() if e.event == "callback.refused"]
     without_token = held_in_prompt_mode(api, store, target)
     page = httpx.get(f"{stack.web_url}/rublon/callback/{without_token.id}", params={"rublonState": "ok"})
     assert page.status_code == 400
     assert store.require(without_token.id).status == "awaiting_approval"
+
+
+def test_a_callback_without_the_action_in_its_path_releases_through_the_echoed_action_id(
+    stack: Stack, api: httpx.Client, store: Store, target: CountingTarget
+) -> None:
+    action = held_in_prompt_mode(api, store, target, "/prompt-bare")
+    token = press(action, "approve").params["rublonToken"]
+    page = httpx.get(f"{stack.web_url}/rublon/callback", params={"rublonState": "ok", "rublonToken": token})
+    assert page.status_code == 200 and token not in page.text
+    wait_status(store, action.id, "succeeded")
+    replay = httpx.get(f"{stack.web_url}/rublon/callback", params={"rublonState": "ok", "rublonToken": token})
+    assert replay.status_code == 409
+    assert target.count(action.id) == 1
