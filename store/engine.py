@@ -9,6 +9,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option marking read-only work: SQLite then opens a deferred transaction.
+READ_ONLY = "mfa_gate_read_only"
 
 
 def normalise_url(url: str) -> str:
@@ -48,7 +50,8 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

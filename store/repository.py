@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from store import audit, schema
 from store.audit import ChainReport
-from store.engine import make_engine
+from store.engine import READ_ONLY, make_engine
 from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
 from store.models import Action, ActionStatus, AgentState, AuditEvent, AuditHead, Release, utcnow
 from store.transitions import INITIAL, allowed
@@ -39,6 +39,7 @@ class Store:
     def __init__(self, url: str, *, audit_key: bytes) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._reader = self.engine.execution_options(**{READ_ONLY: True})
         self._audit_key = audit_key
 
     # -- plumbing -------------------------------------------------------------------------
@@ -62,6 +63,13 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session: on SQLite it takes no write lock (deferred BEGIN), so reads never queue
+        behind writers, and a write inside it fails loudly."""
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
     def dispose(self) -> None:
         """Close pooled connections (after a fork, or at exit)."""
         self.engine.dispose()
@@ -69,7 +77,7 @@ class Store:
     # -- reading --------------------------------------------------------------------------
     def get(self, action_id: str) -> Action | None:
         """The action with this id, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(Action, action_id)
 
     def require(self, action_id: str) -> Action:
@@ -81,7 +89,7 @@ class Store:
 
     def release_of(self, action_id: str) -> Release | None:
         """The release record of an action, or None when it was never released."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.exec(select(Release).where(Release.action_id == action_id)).first()
 
     def list_actions(
@@ -93,12 +101,12 @@ class Store:
             query = query.where(col(Action.status).in_(list(statuses)))
         if agent is not None:
             query = query.where(Action.agent == agent)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.exec(query))
 
     def count_by_status(self) -> dict[str, int]:
         """How many actions are in each status."""
-        with self.session() as session:
+        with self.reading() as session:
             rows = session.exec(select(Action.status, func.count()).group_by(Action.status)).all()
         return {str(status): int(count) for status, count in rows}
 
@@ -120,7 +128,7 @@ class Store:
             query = query.where(col(Action.status).in_(list(statuses)))
         if since is not None:
             query = query.where(Action.created_at >= since)
-        with self.session() as session:
+        with self.reading() as session:
             return int(session.exec(query).one())
 
     def released_since(self, since: datetime, *, agent: str | None = None, user: str | None = None) -> list[Action]:
@@ -130,7 +138,7 @@ class Store:
             query = query.where(Action.agent == agent)
         if user is not None:
             query = query.where(Action.user == user)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.exec(query))
 
     # -- creating -------------------------------------------------------------------------
@@ -186,7 +194,7 @@ class Store:
         return action, True
 
     def _by_idempotency_key(self, agent: str, key: str) -> Action | None:
-        with self.session() as session:
+        with self.reading() as session:
             return session.exec(select(Action).where(Action.agent == agent, Action.idempotency_key == key)).first()
 
     @staticmethod
@@ -384,7 +392,7 @@ class Store:
             .order_by(timestamp)
             .limit(limit)
         )
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.exec(query))
 
     def awaiting(self, *, updated_since: datetime | None = None, limit: int = 100_000) -> list[Action]:
@@ -392,18 +400,18 @@ class Store:
         query = select(Action).where(Action.status == S.AWAITING_APPROVAL, col(Action.tid).is_not(None))
         if updated_since is not None:
             query = query.where(Action.updated_at >= updated_since)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.exec(query.limit(limit)))
 
     def find_by_tid(self, tid: str) -> Action | None:
         """The action whose Rublon transaction is ``tid``."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.exec(select(Action).where(Action.tid == tid)).first()
 
     # -- agents ---------------------------------------------------------------------------
     def agent_state(self, agent: str) -> AgentState | None:
         """Run-time state of an agent (suspension), or None when nothing was recorded."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(AgentState, agent)
 
     def record_refusal(self, agent: str, *, limit: int, actor: str) -> bool:
@@ -462,21 +470,21 @@ class Store:
         query = select(AuditEvent).where(AuditEvent.event == event, AuditEvent.at >= since)
         if actor is not None:
             query = query.where(AuditEvent.actor == actor)
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.exec(query.order_by(col(AuditEvent.seq))))
 
     def events(self, action_id: str | None = None) -> list[AuditEvent]:
         """The audit trail, of one action or of everything, in order."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(audit.iter_events(session, action_id=action_id))
 
     def audit_head(self) -> tuple[int, str]:
         """The chain's last link: its sequence number and MAC (``(0, "")`` when empty)."""
-        with self.session() as session:
+        with self.reading() as session:
             head = session.get(AuditHead, 1)
             return (head.seq, head.mac) if head else (0, "")
 
     def verify_audit(self) -> ChainReport:
         """Recompute the audit chain; see :func:`store.audit.verify`."""
-        with self.session() as session:
+        with self.reading() as session:
             return audit.verify(session, self._audit_key)

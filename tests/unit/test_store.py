@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -161,3 +162,28 @@ def test_drop_lease_only_by_its_owner(store: Store) -> None:
     assert store.require(action.id).lease_owner == "l1"
     assert store.drop_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1")
     assert store.require(action.id).lease_owner is None
+
+
+def test_reads_do_not_wait_for_a_writer(tmp_path: object) -> None:
+    from pathlib import Path
+
+    sqlite = Store(f"sqlite:///{Path(str(tmp_path)) / 'r.db'}", audit_key=b"k")
+    sqlite.create_schema()
+    action, _ = sqlite.create(new_action(), release=None, actor="t", data={})
+    holding, release_writer = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with sqlite.session() as session:  # BEGIN IMMEDIATE: holds SQLite's write lock
+            session.get(Action, action.id)
+            holding.set()
+            release_writer.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    holding.wait(5)
+    started = time.monotonic()
+    found = sqlite.get(action.id)
+    waited = time.monotonic() - started
+    release_writer.set()
+    thread.join()
+    assert found is not None and waited < 2.0
