@@ -33,6 +33,7 @@ their generic API error), and error codes other than 45 (UserBypassed) are 400.
 
 from __future__ import annotations
 
+import heapq
 import secrets
 import string
 import threading
@@ -284,6 +285,9 @@ class SimulatorState:
         self.token_ttl = float(token_ttl)
         self.accepted_code = accepted_code
         self._transactions: dict[str, SimTransaction] = {}
+        # (due time, tid) of every expiry and delayed decision: the ticker pops only what is due
+        # instead of scanning every transaction ever opened.
+        self._due: list[tuple[float, str]] = []
         self._tokens: dict[str, _IssuedToken] = {}
         self._subscribers: dict[str, dict[int, Sink]] = {}
         self._stats = _Stats()
@@ -608,8 +612,10 @@ class SimulatorState:
 
     def _tick(self) -> None:
         now = self._clock()
-        for transaction in self._transactions.values():
-            if transaction.state is not TransactionState.PENDING:
+        while self._due and self._due[0][0] <= now:
+            _, tid = heapq.heappop(self._due)
+            transaction = self._transactions.get(tid)
+            if transaction is None or transaction.state is not TransactionState.PENDING:
                 continue
             if transaction.scheduled is not None and transaction.scheduled[0] <= now:
                 self._decide_now(transaction, transaction.scheduled[1])
@@ -649,6 +655,7 @@ class SimulatorState:
             callback_url=callback_url,
         )
         self._transactions[tid] = transaction
+        heapq.heappush(self._due, (transaction.expires_at, tid))
         return transaction
 
     def _get(self, tid: str) -> SimTransaction:
@@ -681,6 +688,7 @@ class SimulatorState:
             return
         if decision.delay > 0:
             transaction.scheduled = (self._clock() + decision.delay, decision.kind)
+            heapq.heappush(self._due, (transaction.scheduled[0], transaction.tid))
             return
         self._decide_now(transaction, decision.kind)
 

@@ -187,3 +187,22 @@ def test_reads_do_not_wait_for_a_writer(tmp_path: object) -> None:
     release_writer.set()
     thread.join()
     assert found is not None and waited < 2.0
+
+
+def test_concurrent_first_audit_appends_on_a_fresh_database(store: Store) -> None:
+    errors: list[str] = []
+
+    def append(number: int) -> None:
+        try:
+            store.audit("test.concurrent", actor=f"writer-{number}")
+        except Exception as exc:  # the assertion below names it
+            errors.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    report = store.verify_audit()
+    assert report.ok and report.events == 8
