@@ -178,14 +178,15 @@ class ConfirmationListener:
     async def _load_pending(self, *, full: bool) -> None:
         since = None if full else self._last_poll - POLL_OVERLAP
         started = utcnow()
-        actions = await asyncio.to_thread(self.runtime.store.awaiting, updated_since=since)
+        pairs = await asyncio.to_thread(self.runtime.store.awaiting_tids, updated_since=since)
         self._last_poll = started
         if full:
             # The store is the truth: forget transactions another process has settled meanwhile,
             # so a reconnect does not re-subscribe (and re-audit) every one of them.
             self.pending = {tid: action_id for tid, action_id in self.pending.items() if tid in self._confirming}
-        for action in actions:
-            await self._track(action)
+        for action_id, tid in pairs:
+            self.pending.setdefault(tid, action_id)
+            await self._subscribe(tid)
 
     async def _expire_overdue(self) -> None:
         overdue = await asyncio.to_thread(

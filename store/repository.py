@@ -403,6 +403,19 @@ class Store:
         with self.reading() as session:
             return list(session.exec(query.limit(limit)))
 
+    def awaiting_tids(self, *, updated_since: datetime | None = None) -> list[tuple[str, str]]:
+        """(action id, tid) of every promptless action awaiting approval: what a listener subscribes to.
+
+        Only two short columns per row, so resuming 10,000 pending approvals stays small.
+        """
+        query = select(Action.id, Action.tid).where(
+            Action.status == S.AWAITING_APPROVAL, col(Action.tid).is_not(None), Action.mode != "prompt"
+        )
+        if updated_since is not None:
+            query = query.where(Action.updated_at >= updated_since)
+        with self.reading() as session:
+            return [(action_id, str(tid)) for action_id, tid in session.exec(query)]
+
     def find_by_tid(self, tid: str) -> Action | None:
         """The action whose Rublon transaction is ``tid``."""
         with self.reading() as session:
