@@ -201,3 +201,61 @@ def test_cli_submit_answers_every_input_clearly(
     check()
     with capsys.disabled():
         print(f"\n[hypothesis] CLI submit: {seen['examples']} examples")
+
+
+def test_mcp_gate_tools_answer_every_input_clearly(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from web.mcp_server import call_tool
+
+    agent = runtime.directory.agent("agent-a")
+    assert agent is not None
+    seen = {"examples": 0, "errors": 0}
+    tools = st.sampled_from(["mfa_gate_submit", "mfa_gate_status", "mfa_gate_wait", "mfa_gate_cancel"])
+    arguments = st.one_of(
+        bodies, st.fixed_dictionaries({}, optional={"id": hostile_text, "timeoutSeconds": st.integers(-3, 2)})
+    )
+
+    @settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(tool=tools, args=arguments)
+    def check(tool: str, args: Any) -> None:
+        seen["examples"] += 1
+        before = _rows(runtime)
+        result = asyncio.run(call_tool(runtime, agent, "127.0.0.1", tool, args))
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "internal error" not in text
+        if result.is_error:
+            seen["errors"] += 1
+            assert text.strip() and _rows(runtime) == before
+        else:
+            assert isinstance(result.structured_content, dict)
+
+    check()
+    with capsys.disabled():
+        print(f"\n[hypothesis] MCP gate tools: {seen['examples']} examples, {seen['errors']} refused as tool errors")
+
+
+def test_callback_answers_every_input_and_releases_nothing(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = TestClient(create_app(runtime), raise_server_exceptions=True)
+    seen = {"examples": 0}
+
+    @settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        action_id=st.one_of(st.none(), hostile_text.filter(lambda t: t.isprintable() and not set(t) & set("/?#%"))),
+        query=st.dictionaries(st.sampled_from(["rublonState", "rublonToken", "other"]), hostile_text, max_size=3),
+    )
+    def check(action_id: str | None, query: dict[str, str]) -> None:
+        seen["examples"] += 1
+        before = _rows(runtime)
+        path = "/rublon/callback" + (f"/{action_id}" if action_id else "")
+        response = client.get(path, params=query)
+        assert response.status_code < 500
+        token = query.get("rublonToken", "")
+        assert len(token) < 8 or token not in response.text
+        assert _rows(runtime)[1] == before[1], "a callback released something"
+
+    check()
+    with capsys.disabled():
+        print(f"\n[hypothesis] prompt callback: {seen['examples']} examples")
