@@ -22,8 +22,8 @@ import httpx
 import psycopg
 import redis
 
-from cli.processes import Child, celery_worker, python, start, wait_http, wait_log
-from cli.stack import SIM_USERS, TEST_SECRET_KEY, TEST_SYSTEM_TOKEN, Stack, running_stack
+from cli.processes import Child, celery_worker, start, wait_http, wait_log
+from cli.stack import Stack, running_stack, simulator_command
 from policies import hash_credential
 from simulator.control import SimulatorControl
 
@@ -132,23 +132,11 @@ class Deployment:
 
 def _simulator(stack: Stack) -> Child:
     port = stack.simulator_url.rsplit(":", 1)[1]
-    users = [*SIM_USERS, *(f"{user}:{user}@example.com:active" for user in USERS)]
-    argv = python(
-        "-m",
-        "simulator",
-        "--port",
+    argv = simulator_command(
         port,
-        "--decision",
-        "manual",
-        "--system-token",
-        TEST_SYSTEM_TOKEN,
-        "--secret-key",
-        TEST_SECRET_KEY,
-        "--expires-in",
-        str(APPROVAL_WINDOW_SECONDS),
-        "--token-ttl",
-        "600",
-        *(f"--user={spec}" for spec in users),
+        users=[f"{user}:{user}@example.com:active" for user in USERS],
+        expires_in=APPROVAL_WINDOW_SECONDS,
+        token_ttl=600,
     )
     child = start("simulator", argv, env=stack.env, log_dir=stack.workdir / "logs")
     stack.children["simulator"] = child

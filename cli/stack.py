@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,21 +88,7 @@ class Stack:
             )
         if kind == "simulator":
             port = self.simulator_url.rsplit(":", 1)[1]
-            argv = python(
-                "-m",
-                "simulator",
-                "--port",
-                port,
-                "--decision",
-                "manual",
-                "--system-token",
-                TEST_SYSTEM_TOKEN,
-                "--secret-key",
-                TEST_SECRET_KEY,
-                "--expires-in",
-                "120",
-                *(f"--user={spec}" for spec in SIM_USERS),
-            )
+            argv = simulator_command(port)
             return argv, lambda c: wait_http(f"{self.simulator_url}/_simulator/transactions", child=c)
         if kind == "listener":
             return python("-m", "cli", "listener", "--name", name), lambda c: wait_log(c, "started", timeout=60)
@@ -150,6 +136,29 @@ class Stack:
     def api(self, credential: str) -> httpx.Client:
         """An HTTP client for the REST API with an agent's bearer credential."""
         return httpx.Client(base_url=self.web_url, headers={"Authorization": f"Bearer {credential}"}, timeout=30)
+
+
+def simulator_command(
+    port: str, *, users: Iterable[str] = (), expires_in: float = 120, token_ttl: float | None = None
+) -> list[str]:
+    """The simulator's command line with the stack's app credentials and users (plus ``users``)."""
+    argv = python(
+        "-m",
+        "simulator",
+        "--port",
+        port,
+        "--decision",
+        "manual",
+        "--system-token",
+        TEST_SYSTEM_TOKEN,
+        "--secret-key",
+        TEST_SECRET_KEY,
+        "--expires-in",
+        f"{expires_in:g}",
+    )
+    if token_ttl is not None:
+        argv += ["--token-ttl", f"{token_ttl:g}"]
+    return argv + [f"--user={spec}" for spec in (*SIM_USERS, *users)]
 
 
 SIM_USERS = [
