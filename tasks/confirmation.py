@@ -77,20 +77,9 @@ async def confirm(
     Never raises for Rublon's or the store's refusals: each ends as an Outcome, audited.
     """
     store = runtime.store
-    if action.status != S.AWAITING_APPROVAL:
-        return record_late_answer(runtime, action, tid=action.tid, kind="confirmed", actor=actor)
-    leased = await asyncio.to_thread(
-        store.take_lease,
-        action.id,
-        status=S.AWAITING_APPROVAL,
-        owner=actor,
-        seconds=runtime.settings.confirm_lease_seconds,
-    )
-    if leased is None:
-        current = await asyncio.to_thread(store.get, action.id)
-        if current is not None and current.status == S.AWAITING_APPROVAL:
-            return Outcome(action.id, str(current.status), "another process is confirming it")
-        return record_late_answer(runtime, current, tid=action.tid, kind="confirmed", actor=actor)
+    leased = await _lease(runtime, action, tid=action.tid, actor=actor)
+    if isinstance(leased, Outcome):
+        return leased
     try:
         creds = await rublon.transaction_credentials(access_token=access_token)
     except (UnknownAccessToken, AccessTokenExpired) as exc:
@@ -138,8 +127,17 @@ async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str,
             data={"tid": creds.tid, "reason": "the approval names no action of mfa-gate"},
         )
         return Outcome(None, "unknown", "the approval names no action of mfa-gate")
+    leased = await _lease(runtime, action, tid=creds.tid, actor=actor)
+    if isinstance(leased, Outcome):
+        return leased
+    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+
+
+async def _lease(runtime: Runtime, action: Action, *, tid: str | None, actor: str) -> Action | Outcome:
+    """The action leased to ``actor`` for confirming, or the Outcome saying why not (late answers audited)."""
+    store = runtime.store
     if action.status != S.AWAITING_APPROVAL:
-        return record_late_answer(runtime, action, tid=creds.tid, kind="confirmed", actor=actor)
+        return await asyncio.to_thread(record_late_answer, runtime, action, tid=tid, kind="confirmed", actor=actor)
     leased = await asyncio.to_thread(
         store.take_lease,
         action.id,
@@ -147,9 +145,12 @@ async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str,
         owner=actor,
         seconds=runtime.settings.confirm_lease_seconds,
     )
-    if leased is None:
-        return Outcome(action.id, str(action.status), "another process is confirming it")
-    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+    if leased is not None:
+        return leased
+    current = await asyncio.to_thread(store.get, action.id)
+    if current is not None and current.status == S.AWAITING_APPROVAL:
+        return Outcome(action.id, str(current.status), "another process is confirming it")
+    return await asyncio.to_thread(record_late_answer, runtime, current, tid=tid, kind="confirmed", actor=actor)
 
 
 async def _release_verified(
