@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -232,8 +231,3 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
-
-
-def describe(stack: Stack) -> dict[str, Any]:
-    """Which processes run, for messages."""
-    return {name: child.alive() for name, child in stack.children.items()}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -40,6 +41,21 @@ from rublon.signing import SIGNATURE_HEADER, sign, verify
 #: Told of every call: its path, its duration in seconds, and the error it raised (or None).
 #: The client stays free of any metrics library; the caller decides what to record.
 CallObserver = Callable[[str, float, BaseException | None], None]
+
+
+@contextmanager
+def _observed(observer: CallObserver | None, path: str) -> Iterator[None]:
+    """Time the block and tell ``observer`` its path, duration and error (sync and async calls alike)."""
+    started, error = time.perf_counter(), None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if observer is not None:
+            observer(path, time.perf_counter() - started, error)
+
 
 #: Rublon's public API server; deployments override it with RUBLON_API_SERVER.
 DEFAULT_API_SERVER = "https://core.rublon.net"
@@ -454,20 +470,12 @@ class RublonClient:
 
     def _run(self, call: _Call[T]) -> T:
         request = self._core.prepare(call)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
+        with _observed(self._observer, call.path):
             try:
                 response = self._http.post(request.url, content=request.content, headers=request.headers)
             except httpx.HTTPError as exc:
                 raise self._core.transport_failed(call, exc) from exc
             return self._core.interpret(call, response)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if self._observer is not None:
-                self._observer(call.path, time.perf_counter() - started, error)
 
     def app_init(self, *, app_ver: str = DEFAULT_APP_VERSION, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check the System Token, Secret Key and version (POST /api/app/init).
@@ -576,20 +584,12 @@ class AsyncRublonClient:
 
     async def _run(self, call: _Call[T]) -> T:
         request = self._core.prepare(call)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
+        with _observed(self._observer, call.path):
             try:
                 response = await self._http.post(request.url, content=request.content, headers=request.headers)
             except httpx.HTTPError as exc:
                 raise self._core.transport_failed(call, exc) from exc
             return self._core.interpret(call, response)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if self._observer is not None:
-                self._observer(call.path, time.perf_counter() - started, error)
 
     async def app_init(
         self, *, app_ver: str = DEFAULT_APP_VERSION, params: dict[str, Any] | None = None
@@ -616,9 +616,7 @@ class AsyncRublonClient:
         """See `RublonClient.verify_user`."""
         return await self._run(self._core.verify_user(user_email))
 
-    async def promptless_init(
-        self, *, username: str, user_email: str, params: dict[str, str]
-    ) -> PromptlessTransaction:
+    async def promptless_init(self, *, username: str, user_email: str, params: dict[str, str]) -> PromptlessTransaction:
         """See `RublonClient.promptless_init`."""
         return await self._run(self._core.promptless_init(username, user_email, params))
 

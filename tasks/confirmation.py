@@ -184,7 +184,9 @@ async def _release_verified(
     )
     if released is None:
         current = await asyncio.to_thread(store.get, action.id)
-        return record_late_answer(runtime, current, tid=action.tid, kind="confirmed", actor=actor)
+        return await asyncio.to_thread(
+            record_late_answer, runtime, current, tid=action.tid, kind="confirmed", actor=actor
+        )
     await asyncio.to_thread(store.record_approval, action.agent)
     return Outcome(action.id, str(S.QUEUED), f"approved by {creds.username}")
 
@@ -208,7 +210,7 @@ async def _block(runtime: Runtime, action: Action, actor: str, why: str) -> Outc
 async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason: str, actor: str) -> Outcome:
     """A ``denied`` (-> rejected) or ``expired`` answer; late ones are only audited."""
     if action.status != S.AWAITING_APPROVAL:
-        return record_late_answer(runtime, action, tid=action.tid, kind=str(new), actor=actor)
+        return await asyncio.to_thread(record_late_answer, runtime, action, tid=action.tid, kind=str(new), actor=actor)
     moved = await asyncio.to_thread(
         runtime.store.move,
         action.id,
@@ -221,7 +223,7 @@ async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason:
     )
     if moved is None:
         current = await asyncio.to_thread(runtime.store.get, action.id)
-        return record_late_answer(runtime, current, tid=action.tid, kind=str(new), actor=actor)
+        return await asyncio.to_thread(record_late_answer, runtime, current, tid=action.tid, kind=str(new), actor=actor)
     await asyncio.to_thread(note_refusal, runtime, action.agent, actor=actor)
     return Outcome(action.id, str(new), reason)
 
