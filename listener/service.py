@@ -12,6 +12,7 @@ compare-and-set and the token exchange sits behind a lease.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -23,7 +24,7 @@ import redis.asyncio as aioredis
 
 from rublon.client import AsyncRublonClient, ws_url
 from rublon.confirmations import ChannelClosed, ConfirmationChannel, ConfirmationMessage
-from store import Action, ActionStatus
+from store import ActionStatus
 from store.models import utcnow
 from tasks.confirmation import confirm, record_late_answer, refuse
 from tasks.dispatch import AWAITING_CHANNEL
@@ -140,7 +141,7 @@ class ConfirmationListener:
                     backoff = BACKOFF_START
                     async for item in pubsub.listen():
                         if item.get("type") == "message":
-                            await self._learn(item["data"].decode())
+                            await self._learn(item["data"])
             except Exception as exc:  # Redis dropped (or the store failed on one notice): subscribe again
                 log.warning(
                     "%s: Redis notifications dropped (%s); retrying in %.1fs", self.name, type(exc).__name__, backoff
@@ -152,18 +153,16 @@ class ConfirmationListener:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     # -- learning of pending transactions ---------------------------------------------------
-    async def _learn(self, action_id: str) -> None:
-        action = await asyncio.to_thread(self.runtime.store.get, action_id)
-        if action is not None:
-            await self._track(action)
-
-    async def _track(self, action: Action) -> None:
-        if action.status != S.AWAITING_APPROVAL or not action.tid or action.mode == "prompt":
+    async def _learn(self, notice: bytes) -> None:
+        """Subscribe to the transaction a gate task just opened (a hint: see ``notify_awaiting``)."""
+        try:
+            fields = json.loads(notice)
+            action_id, tid = str(fields["id"]), str(fields["tid"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("%s: ignored a malformed notice on the awaiting channel", self.name)
             return
-        if action.tid not in self.pending:
-            self.pending[action.tid] = action.id
-        if action.tid not in self.subscribed:
-            await self._subscribe(action.tid)
+        self.pending.setdefault(tid, action_id)
+        await self._subscribe(tid)
 
     async def _subscribe(self, tid: str) -> None:
         channel = self._channel
@@ -185,7 +184,7 @@ class ConfirmationListener:
             # so a reconnect does not re-subscribe (and re-audit) every one of them.
             self.pending = {tid: action_id for tid, action_id in self.pending.items() if tid in self._confirming}
         for action_id, tid in pairs:
-            self.pending.setdefault(tid, action_id)
+            self.pending[tid] = action_id  # the store's pairing wins over a notice's
             await self._subscribe(tid)
 
     async def _expire_overdue(self) -> None:
@@ -248,20 +247,25 @@ class ConfirmationListener:
 
     async def _confirm_one(self, tid: str, token: str | None) -> None:
         async with self._slots:
-            action = await asyncio.to_thread(self.runtime.store.find_by_tid, tid)
-            if action is None or not token:
-                await asyncio.to_thread(
-                    record_late_answer, self.runtime, action, tid=tid, kind="confirmed", actor=self.name
-                )
-                return
+            action_id = self.pending.get(tid)
+            if action_id is None or not token:
+                action = await asyncio.to_thread(self.runtime.store.find_by_tid, tid)
+                if action is None or not token:
+                    await asyncio.to_thread(
+                        record_late_answer, self.runtime, action, tid=tid, kind="confirmed", actor=self.name
+                    )
+                    return
+                action_id = action.id
             assert self._rublon is not None
             try:
                 # A lease owner per attempt: two attempts never share one lease.
                 attempt = f"{self.name}:{uuid.uuid4().hex[:8]}"
-                outcome = await confirm(self.runtime, self._rublon, action, token, actor=attempt, method=action.method)
+                outcome = await confirm(
+                    self.runtime, self._rublon, action_id, token, tid=tid, actor=attempt, method=None
+                )
             except Exception:  # never let one answer end the listener; the action stays held (fail closed)
-                log.exception("%s: confirming action %s failed", self.name, action.id)
+                log.exception("%s: confirming action %s failed", self.name, action_id)
                 return
             if outcome.status != S.AWAITING_APPROVAL:
                 self._forget(tid)
-            log.info("%s: action %s -> %s (%s)", self.name, action.id, outcome.status, outcome.detail)
+            log.info("%s: action %s -> %s (%s)", self.name, action_id, outcome.status, outcome.detail)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from store.models import AuditEvent, AuditHead, utcnow
@@ -44,21 +45,26 @@ def link_mac(key: bytes, previous: str, event: AuditEvent) -> str:
 def append(
     session: Session, key: bytes, *, event: str, actor: str, action_id: str | None = None, data: dict[str, Any] | None
 ) -> AuditEvent:
-    """Append one event inside the caller's transaction; the head row is locked until it commits."""
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
-    if head is None:
-        head = AuditHead(id=1, seq=0, mac=GENESIS)
-        session.add(head)
+    """Append one event inside the caller's transaction; the head row is locked until it commits.
+
+    Plain SQL statements, not the ORM's unit of work: this runs inside every move.
+    """
+    head_query = select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
+    head = session.execute(head_query).first()
+    seq, previous = (head[0], head[1] or GENESIS) if head is not None else (0, GENESIS)
     # A round trip through JSON keeps what is hashed equal to what is read back.
     clean = json.loads(json.dumps(data or {}, default=str))
-    record = AuditEvent(
-        seq=head.seq + 1, at=utcnow(), action_id=action_id, event=event, actor=actor, data=clean, mac=""
+    record = AuditEvent(seq=seq + 1, at=utcnow(), action_id=action_id, event=event, actor=actor, data=clean, mac="")
+    record.mac = link_mac(key, previous, record)
+    session.execute(
+        insert(AuditEvent).values(
+            seq=record.seq, at=record.at, action_id=action_id, event=event, actor=actor, data=clean, mac=record.mac
+        )
     )
-    record.mac = link_mac(key, head.mac or GENESIS, record)
-    head.seq, head.mac = record.seq, record.mac
-    session.add(record)
-    session.add(head)
-    session.flush()
+    if head is None:
+        session.execute(insert(AuditHead).values(id=1, seq=record.seq, mac=record.mac))
+    else:
+        session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=record.seq, mac=record.mac))
     return record
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+import sqlalchemy as sa
 from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, select
@@ -23,9 +25,28 @@ from store.audit import ChainReport
 from store.engine import READ_ONLY, make_engine
 from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
 from store.models import Action, ActionStatus, AgentState, AuditEvent, AuditHead, Release, utcnow
-from store.transitions import INITIAL, allowed
+from store.transitions import INITIAL, PENDING, allowed
 
 S = ActionStatus
+
+
+class Claim(NamedTuple):
+    """An action claimed for execution, and its release record (None: released by nobody)."""
+
+    action: Action
+    release: Release | None
+
+
+@dataclass(frozen=True)
+class RequestLoad:
+    """An agent's and a user's load of approval requests, as the push-fatigue limits see it."""
+
+    suspended: bool
+    suspended_reason: str | None
+    pending_for_user: int
+    pending_for_agent: int
+    #: Actions the agent created since the window's start, plus its raw Rublon calls over MCP.
+    requests_by_agent: int
 
 
 class Store:
@@ -130,6 +151,37 @@ class Store:
             query = query.where(Action.created_at >= since)
         with self.reading() as session:
             return int(session.exec(query).one())
+
+    def request_load(self, *, agent: str, user: str, since: datetime, raw_call_event: str) -> RequestLoad:
+        """What the push-fatigue limits weigh before a new approval request, in one query."""
+
+        def count(table: Any, *where: Any) -> Any:
+            return sa.select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+        pending = col(Action.status).in_(list(PENDING))
+        suspended = (col(AgentState.agent) == agent, col(AgentState.suspended).is_(True))
+        query = sa.select(
+            count(AgentState, *suspended),
+            sa.select(col(AgentState.suspended_reason)).where(*suspended).scalar_subquery(),
+            count(Action, col(Action.user) == user, pending),
+            count(Action, col(Action.agent) == agent, pending),
+            count(Action, col(Action.agent) == agent, col(Action.created_at) >= since),
+            count(
+                AuditEvent,
+                col(AuditEvent.event) == raw_call_event,
+                col(AuditEvent.at) >= since,
+                col(AuditEvent.actor) == f"agent:{agent}",
+            ),
+        )
+        with self.reading() as session:
+            is_suspended, reason, for_user, for_agent, recent, raw_calls = session.execute(query).one()
+        return RequestLoad(
+            suspended=bool(is_suspended),
+            suspended_reason=reason,
+            pending_for_user=int(for_user),
+            pending_for_agent=int(for_agent),
+            requests_by_agent=int(recent) + int(raw_calls),
+        )
 
     def released_since(self, since: datetime, *, agent: str | None = None, user: str | None = None) -> list[Action]:
         """Actions released at or after ``since`` (by agent or user): what cumulative limits add up."""
@@ -254,11 +306,13 @@ class Store:
         statement = update(Action).where(col(Action.id) == action_id, col(Action.status).in_(expected))
         if held_by is not None:
             statement = statement.where(col(Action.lease_owner) == held_by)
-        result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        # UPDATE ... RETURNING: the compare-and-set and the read of the moved row in one statement.
+        statement = statement.values(**values).returning(Action)
+        moved = session.scalars(
+            statement, execution_options={"synchronize_session": False, "populate_existing": True}
+        ).one_or_none()
+        if moved is None:
             return None
-        moved = session.get(Action, action_id, populate_existing=True)
-        assert moved is not None
         event_data = {"to": str(new), "reason": moved.reason, **(data or {})}
         audit.append(session, self._audit_key, event=f"action.{new}", actor=actor, action_id=action_id, data=event_data)
         return moved
@@ -307,11 +361,22 @@ class Store:
                 return None
             release.action_id = action_id
             session.add(release)
+            if release.kind == "approval":
+                # A person's approval ends the agent's run of refused requests (push fatigue).
+                session.execute(
+                    update(AgentState)
+                    .where(col(AgentState.agent) == moved.agent, col(AgentState.refusals_in_row) > 0)
+                    .values(refusals_in_row=0, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
             session.flush()
             return moved
 
-    def take_lease(self, action_id: str, *, status: S, owner: str, seconds: float) -> Action | None:
-        """Lease an action in ``status`` to ``owner`` unless another holds a live lease."""
+    def take_lease(
+        self, action_id: str, *, status: S, owner: str, seconds: float, tid: str | None = None
+    ) -> Action | None:
+        """Lease an action in ``status`` (and holding transaction ``tid``, when given) to ``owner``
+        unless another holds a live lease."""
         now = utcnow()
         with self.session() as session:
             statement = (
@@ -325,11 +390,12 @@ class Store:
                     )
                 )
                 .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-                .execution_options(synchronize_session=False)
+                .returning(Action)
             )
-            if session.execute(statement).rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return session.get(Action, action_id, populate_existing=True)
+            if tid is not None:
+                statement = statement.where(col(Action.tid) == tid)
+            options = {"synchronize_session": False, "populate_existing": True}
+            return session.scalars(statement, execution_options=options).one_or_none()
 
     def drop_lease(self, action_id: str, *, status: S, owner: str) -> bool:
         """Give up a lease this owner holds (nothing happens when another owner holds it now)."""
@@ -353,21 +419,24 @@ class Store:
             )
             return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
 
-    def claim_for_execution(self, action_id: str, *, worker: str, lease_seconds: float) -> Action | None:
-        """``queued -> executing`` for one worker; None when it is not queued (duplicate or forged message)."""
+    def claim_for_execution(self, action_id: str, *, worker: str, lease_seconds: float) -> Claim | None:
+        """``queued -> executing`` for one worker, with the action's release record read in the same
+        transaction; None when it is not queued (a duplicate or forged message)."""
         now = utcnow()
-        return self.move(
-            action_id,
-            expected=S.QUEUED,
-            new=S.EXECUTING,
-            actor=worker,
-            data={"worker": worker},
-            lease_owner=worker,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-            attempts=Action.attempts + 1,
-            reason="executing",
-        )
+        fields = {
+            "lease_owner": worker,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "started_at": now,
+            "attempts": Action.attempts + 1,
+        }
+        with self.session() as session:
+            claimed = self._move(
+                session, action_id, [S.QUEUED], S.EXECUTING, worker, "executing", {"worker": worker}, None, fields
+            )
+            if claimed is None:
+                return None
+            release = session.exec(select(Release).where(Release.action_id == action_id)).first()
+            return Claim(claimed, release)
 
     def mark_dispatched(self, action_id: str, *, status: S, backoff_seconds: float = 0.0) -> None:
         """Record that a message for the action was just sent (pushed ``backoff_seconds`` ahead)."""
@@ -449,14 +518,6 @@ class Store:
                 )
             session.add(state)
             return suspended_now
-
-    def record_approval(self, agent: str) -> None:
-        """An approved request ends a run of refusals."""
-        with self.session() as session:
-            state = session.get(AgentState, agent, with_for_update=True)
-            if state is not None and state.refusals_in_row:
-                state.refusals_in_row = 0
-                session.add(state)
 
     def lift_suspension(self, agent: str, *, actor: str) -> bool:
         """Lift a push-fatigue suspension; False when the agent was not suspended."""

@@ -70,16 +70,28 @@ def record_late_answer(runtime: Runtime, action: Action | None, *, tid: str | No
 
 
 async def confirm(
-    runtime: Runtime, rublon: AsyncRublonClient, action: Action, access_token: str, *, actor: str, method: str | None
+    runtime: Runtime,
+    rublon: AsyncRublonClient,
+    action_id: str,
+    access_token: str,
+    *,
+    tid: str | None,
+    actor: str,
+    method: str | None,
 ) -> Outcome:
-    """Exchange ``access_token`` and release ``action`` if the signed answer matches it.
+    """Exchange ``access_token`` and release the action if the signed answer matches it.
+
+    Args:
+        tid: the transaction the answer came on (the listener's); the action must hold it.
+            None when the answer names the action itself (the prompt callback's URL).
 
     Never raises for Rublon's or the store's refusals: each ends as an Outcome, audited.
     """
     store = runtime.store
-    leased = await _lease(runtime, action, tid=action.tid, actor=actor)
+    leased = await _lease(runtime, action_id, tid=tid, actor=actor)
     if isinstance(leased, Outcome):
         return leased
+    action = leased
     try:
         creds = await rublon.transaction_credentials(access_token=access_token)
     except (UnknownAccessToken, AccessTokenExpired) as exc:
@@ -127,29 +139,44 @@ async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str,
             data={"tid": creds.tid, "reason": "the approval names no action of mfa-gate"},
         )
         return Outcome(None, "unknown", "the approval names no action of mfa-gate")
-    leased = await _lease(runtime, action, tid=creds.tid, actor=actor)
+    leased = await _lease(runtime, action.id, tid=None, actor=actor)
     if isinstance(leased, Outcome):
         return leased
     return await _release_verified(runtime, leased, creds, actor=actor, method=method)
 
 
-async def _lease(runtime: Runtime, action: Action, *, tid: str | None, actor: str) -> Action | Outcome:
-    """The action leased to ``actor`` for confirming, or the Outcome saying why not (late answers audited)."""
+async def _lease(runtime: Runtime, action_id: str, *, tid: str | None, actor: str) -> Action | Outcome:
+    """The action leased to ``actor`` for confirming, or the Outcome saying why not (late answers audited).
+
+    The lease is tried first, in one statement: on the hot path (an action awaiting its
+    answer) nothing else touches the store before the token exchange.
+    """
     store = runtime.store
-    if action.status != S.AWAITING_APPROVAL:
-        return await asyncio.to_thread(record_late_answer, runtime, action, tid=tid, kind="confirmed", actor=actor)
     leased = await asyncio.to_thread(
         store.take_lease,
-        action.id,
+        action_id,
         status=S.AWAITING_APPROVAL,
         owner=actor,
         seconds=runtime.settings.confirm_lease_seconds,
+        tid=tid,
     )
     if leased is not None:
         return leased
-    current = await asyncio.to_thread(store.get, action.id)
+    current = await asyncio.to_thread(store.get, action_id)
+    if current is not None and current.status == S.AWAITING_APPROVAL and tid is not None and current.tid != tid:
+        # The answer came on another transaction than the one this action holds: it cannot
+        # approve it, and exchanging its token here would only block the action.
+        why = "the answer's transaction is not the action's"
+        await asyncio.to_thread(
+            store.audit,
+            "confirmation.ignored",
+            actor=actor,
+            action_id=action_id,
+            data={"tid": tid, "answer": "confirmed", "reason": why},
+        )
+        return Outcome(action_id, str(S.AWAITING_APPROVAL), why)
     if current is not None and current.status == S.AWAITING_APPROVAL:
-        return Outcome(action.id, str(current.status), "another process is confirming it")
+        return Outcome(action_id, str(current.status), "another process is confirming it")
     return await asyncio.to_thread(record_late_answer, runtime, current, tid=tid, kind="confirmed", actor=actor)
 
 
@@ -187,7 +214,6 @@ async def _release_verified(
         return await asyncio.to_thread(
             record_late_answer, runtime, current, tid=action.tid, kind="confirmed", actor=actor
         )
-    await asyncio.to_thread(store.record_approval, action.agent)
     return Outcome(action.id, str(S.QUEUED), f"approved by {creds.username}")
 
 

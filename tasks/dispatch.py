@@ -8,6 +8,7 @@ kombu's ``unacked``/``unacked_index``), and the pub/sub channel ``mfa_gate:await
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 
@@ -49,13 +50,17 @@ def _redis() -> redis.Redis | None:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
 
 
-def notify_awaiting(action_id: str) -> None:
-    """Tell listeners at once that an action awaits approval (they also poll the store)."""
+def notify_awaiting(action_id: str, tid: str) -> None:
+    """Tell listeners at once that an action awaits approval on ``tid`` (they also poll the store).
+
+    The notice is a hint: a listener subscribes to the tid, and an answer on it releases
+    only the action that holds that tid in the store.
+    """
     client = _redis()
     if client is None:
         return
     try:
-        client.publish(AWAITING_CHANNEL, action_id)
+        client.publish(AWAITING_CHANNEL, json.dumps({"id": action_id, "tid": tid}))
     except redis.RedisError as exc:
         log.warning(
             "could not notify listeners of action %s (%s); they will find it by polling", action_id, type(exc).__name__

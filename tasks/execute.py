@@ -61,8 +61,11 @@ def run_action(self: Task, action_id: str) -> str:
 def execute(runtime: Runtime, action_id: str, *, worker: str) -> str:
     """The execute task's logic; returns what it did (for logs and tests)."""
     store = runtime.store
-    action = store.get(action_id)
-    if action is None or action.status != S.QUEUED:
+    # Claim first: the compare-and-set is the one check a duplicate or forged message cannot
+    # pass, and it reads the release record in the same transaction.
+    claim = store.claim_for_execution(action_id, worker=worker, lease_seconds=runtime.settings.execute_lease_seconds)
+    if claim is None:
+        action = store.get(action_id)
         status = "unknown" if action is None else str(action.status)
         store.audit(
             "execute.refused",
@@ -70,17 +73,9 @@ def execute(runtime: Runtime, action_id: str, *, worker: str) -> str:
             action_id=action_id if action else None,
             data={"action_id": action_id, "reason": f"action is {status}, not queued", "status": status},
         )
-        return f"refused: action is {status}"
-    release = store.release_of(action_id)
-    if release is None:
-        store.audit(
-            "execute.refused", actor=worker, action_id=action_id, data={"reason": "queued without a release record"}
-        )
-        return "refused: no release record"
-    claimed = store.claim_for_execution(action_id, worker=worker, lease_seconds=runtime.settings.execute_lease_seconds)
-    if claimed is None:
-        return "duplicate: another worker claimed it"
-    problem = release_problem(runtime, claimed, release)
+        return "duplicate: another worker claimed it" if status == S.EXECUTING else f"refused: action is {status}"
+    claimed, release = claim
+    problem = "queued without a release record" if release is None else release_problem(runtime, claimed, release)
     if problem is not None:
         store.move(
             action_id,

@@ -49,15 +49,15 @@ def request_approval(self: Task, action_id: str) -> str:
 def open_transaction(runtime: Runtime, action_id: str, *, worker: str) -> str:
     """The gate task's logic; returns what it did (for logs and tests)."""
     store = runtime.store
-    current = store.get(action_id)
-    if current is None:
-        store.audit("gate.refused", actor=worker, action_id=action_id, data={"reason": "no such action"})
-        return "unknown action"
-    if current.status != S.SUBMITTED:
-        return f"nothing to do: action is {current.status}"
     # The lease keeps two deliveries of this task from opening two transactions.
     action = store.take_lease(action_id, status=S.SUBMITTED, owner=worker, seconds=GATE_LEASE_SECONDS)
     if action is None:
+        current = store.get(action_id)
+        if current is None:
+            store.audit("gate.refused", actor=worker, action_id=action_id, data={"reason": "no such action"})
+            return "unknown action"
+        if current.status != S.SUBMITTED:
+            return f"nothing to do: action is {current.status}"
         return "another gate task holds it"
     try:
         return _ask_person(runtime, action, worker)
@@ -132,7 +132,7 @@ def _ask_person(runtime: Runtime, action: Action, worker: str) -> str:
     ):
         rublon.cancel_transaction(tid=transaction.tid)
         return "lost the race"
-    notify_awaiting(action.id)
+    notify_awaiting(action.id, transaction.tid)
     if method in ("push", "phoneCall", "sms", "email"):
         try:
             rublon.send_method(tid=transaction.tid, method=method)

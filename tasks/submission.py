@@ -250,18 +250,18 @@ def _check_target(runtime: Runtime, params: HttpRequestParams) -> None:
 
 def _refusal(runtime: Runtime, *, agent: str, user: str) -> str | None:
     """Why a new approval request must not reach the person (push-fatigue limits), or None."""
-    state = runtime.store.agent_state(agent)
-    if state is not None and state.suspended:
-        return f"agent {agent!r} is suspended ({state.suspended_reason}); a person lifts it with 'mfa-gate agents lift'"
     limits = runtime.policy.limits
-    if runtime.store.count_recent(user=user, statuses=PENDING) >= limits.max_pending_per_user:
-        return f"user {user!r} already has {limits.max_pending_per_user} pending approval requests"
-    if runtime.store.count_recent(agent=agent, statuses=PENDING) >= limits.max_pending_per_agent:
-        return f"agent {agent!r} already has {limits.max_pending_per_agent} pending approval requests"
-    hour_ago = utcnow() - timedelta(hours=1)
     # Raw Rublon calls through MCP spend the same hourly budget as submissions (web/mcp_server.py).
-    raw_calls = len(runtime.store.events_since(RAW_RUBLON_CALL_EVENT, hour_ago, actor=f"agent:{agent}"))
-    if runtime.store.count_recent(agent=agent, since=hour_ago) + raw_calls >= limits.max_requests_per_agent_per_hour:
+    load = runtime.store.request_load(
+        agent=agent, user=user, since=utcnow() - timedelta(hours=1), raw_call_event=RAW_RUBLON_CALL_EVENT
+    )
+    if load.suspended:
+        return f"agent {agent!r} is suspended ({load.suspended_reason}); a person lifts it with 'mfa-gate agents lift'"
+    if load.pending_for_user >= limits.max_pending_per_user:
+        return f"user {user!r} already has {limits.max_pending_per_user} pending approval requests"
+    if load.pending_for_agent >= limits.max_pending_per_agent:
+        return f"agent {agent!r} already has {limits.max_pending_per_agent} pending approval requests"
+    if load.requests_by_agent >= limits.max_requests_per_agent_per_hour:
         return f"agent {agent!r} sent more than {limits.max_requests_per_agent_per_hour} requests in the last hour"
     return None
 

@@ -111,7 +111,7 @@ async def rublon_callback(request: Request, action_id: str) -> HTMLResponse:
             return page("Nothing was approved", "The answer carried no token; nothing was changed.", 400)
         rublon = runtime.async_rublon()
         try:
-            outcome = await confirm(runtime, rublon, action, token, actor=actor, method="prompt")
+            outcome = await confirm(runtime, rublon, action.id, token, tid=None, actor=actor, method="prompt")
         finally:
             await rublon.aclose()
         return _approval_page(action, outcome)

@@ -123,7 +123,8 @@ def test_deliveries_at_the_same_moment_run_it_once(runtime: Runtime, target: Cou
 
 def test_action_without_a_release_or_changed_since_never_runs(runtime: Runtime, target: CountingTarget) -> None:
     unreleased = released(runtime, "http.request", post(target, "/unreleased"), release=False)
-    assert execute(runtime, unreleased.id, worker="w") == "refused: no release record"
+    assert execute(runtime, unreleased.id, worker="w") == "refused: queued without a release record"
+    assert runtime.store.require(unreleased.id).status == S.FAILED
     tampered = released(runtime, "http.request", post(target, "/tampered"))
     runtime.store.set_fields(tampered.id, expected=S.QUEUED, params=post(target, "/attacker"))
     assert "payload changed" in execute(runtime, tampered.id, worker="w")

@@ -197,7 +197,7 @@ def test_idempotent_action_runs_again_after_its_worker_died_but_not_forever(
     action = queued(runtime, IDEMPOTENT, {})
     for run in range(1, MAX_RUNS + 1):
         claimed = runtime.store.claim_for_execution(action.id, worker=f"execute:dead-{run}", lease_seconds=60)
-        assert claimed is not None and claimed.attempts == run
+        assert claimed is not None and claimed.action.attempts == run
         age(runtime, action, "lease_until", seconds=1)
         report = sweep(runtime)
         if run < MAX_RUNS:

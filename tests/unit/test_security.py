@@ -144,7 +144,9 @@ def test_late_answers_for_final_actions_release_nothing_and_are_audited(tmp_path
     async def answers() -> list[str]:
         client = runtime.async_rublon()
         try:
-            confirmed = await confirm(runtime, client, final, "t" * 60, actor="listener", method="push")
+            confirmed = await confirm(
+                runtime, client, final.id, "t" * 60, tid=final.tid, actor="listener", method="push"
+            )
             denied = await refuse(runtime, final, new=S.REJECTED, reason="no", actor="listener")
         finally:
             await client.aclose()

@@ -17,12 +17,25 @@ from store.transitions import FINAL, TRANSITIONS
 S = ActionStatus
 
 
-def new_action(status: S = S.SUBMITTED, *, key: str | None = None, payload: str = "h" * 64,
-               agent: str = "bot") -> Action:
+def new_action(
+    status: S = S.SUBMITTED, *, key: str | None = None, payload: str = "h" * 64, agent: str = "bot"
+) -> Action:
     return Action(
-        id=str(uuid.uuid4()), action="http.request", params={"url": "http://127.0.0.1/x"}, user="alice",
-        agent=agent, context={}, idempotency_key=key, payload_hash=payload, status=status, reason="test",
-        decision="mfa", policy_hash="p" * 64, policy_rules=["r"], methods=["push"], dispatched_at=utcnow(),
+        id=str(uuid.uuid4()),
+        action="http.request",
+        params={"url": "http://127.0.0.1/x"},
+        user="alice",
+        agent=agent,
+        context={},
+        idempotency_key=key,
+        payload_hash=payload,
+        status=status,
+        reason="test",
+        decision="mfa",
+        policy_hash="p" * 64,
+        policy_rules=["r"],
+        methods=["push"],
+        dispatched_at=utcnow(),
     )
 
 
@@ -79,8 +92,9 @@ def test_release_happens_once(store: Store) -> None:
     results = []
     for who in ("l1", "l2"):
         release = Release(action_id=action.id, kind="approval", payload_hash=action.payload_hash, approver="alice")
-        results.append(store.release(action.id, expected=S.AWAITING_APPROVAL, release=release, actor=who,
-                                     reason="approved"))
+        results.append(
+            store.release(action.id, expected=S.AWAITING_APPROVAL, release=release, actor=who, reason="approved")
+        )
     assert results[0] is not None and results[0].status == S.QUEUED and results[0].dispatched_at is not None
     assert results[1] is None
     found = store.release_of(action.id)
@@ -206,3 +220,79 @@ def test_concurrent_first_audit_appends_on_a_fresh_database(store: Store) -> Non
     assert errors == []
     report = store.verify_audit()
     assert report.ok and report.events == 8
+
+
+def test_claim_reads_the_release_record_in_the_same_transaction(store: Store) -> None:
+    allowed = new_action(S.QUEUED)
+    release = Release(action_id=allowed.id, kind="policy_allow", payload_hash="h" * 64)
+    released, _ = store.create(allowed, release=release, actor="t", data={})
+    bare, _ = store.create(new_action(S.QUEUED), release=None, actor="t", data={})
+    claim = store.claim_for_execution(released.id, worker="w1", lease_seconds=60)
+    assert claim is not None and claim.action.status == S.EXECUTING and claim.action.attempts == 1
+    assert claim.release is not None and claim.release.kind == "policy_allow"
+    assert store.claim_for_execution(released.id, worker="w2", lease_seconds=60) is None
+    unreleased = store.claim_for_execution(bare.id, worker="w1", lease_seconds=60)
+    assert unreleased is not None and unreleased.release is None
+
+
+def test_lease_for_a_transaction_only_takes_the_action_holding_it(store: Store) -> None:
+    action, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(action.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g", tid="T-real")
+    assert store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1", seconds=30, tid="T-other") is None
+    leased = store.take_lease(action.id, status=S.AWAITING_APPROVAL, owner="l1", seconds=30, tid="T-real")
+    assert leased is not None and leased.lease_owner == "l1" and leased.tid == "T-real"
+
+
+def test_an_approval_ends_the_agents_run_of_refusals_in_the_release_transaction(store: Store) -> None:
+    for _ in range(2):
+        store.record_refusal("bot", limit=5, actor="t")
+    fail_open, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.release(
+        fail_open.id,
+        expected=S.SUBMITTED,
+        release=Release(action_id="", kind="fail_open", payload_hash="h" * 64),
+        actor="g",
+        reason="fail open",
+    )
+    state = store.agent_state("bot")
+    assert state is not None and state.refusals_in_row == 2  # only a person's approval counts
+    approved, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(approved.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g", tid="T1")
+    store.release(
+        approved.id,
+        expected=S.AWAITING_APPROVAL,
+        release=Release(action_id="", kind="approval", payload_hash="h" * 64, approver="alice", tid="T1"),
+        actor="l",
+        reason="approved",
+    )
+    state = store.agent_state("bot")
+    assert state is not None and state.refusals_in_row == 0 and not state.suspended
+
+
+def test_request_load_counts_what_the_push_fatigue_limits_weigh(store: Store) -> None:
+    since = utcnow() - timedelta(hours=1)
+    empty = store.request_load(agent="bot", user="alice", since=since, raw_call_event="mcp.rublon_call")
+    assert (empty.suspended, empty.pending_for_user, empty.pending_for_agent, empty.requests_by_agent) == (
+        False,
+        0,
+        0,
+        0,
+    )
+    store.create(new_action(), release=None, actor="t", data={})
+    waiting, _ = store.create(new_action(), release=None, actor="t", data={})
+    store.move(waiting.id, expected=S.SUBMITTED, new=S.AWAITING_APPROVAL, actor="g", tid="T1")
+    store.create(new_action(S.DENIED), release=None, actor="t", data={})
+    store.create(new_action(agent="other"), release=None, actor="t", data={})
+    store.audit("mcp.rublon_call", actor="agent:bot", data={"tool": "rublon_verify_user"})
+    store.audit("mcp.rublon_call", actor="agent:other", data={"tool": "rublon_verify_user"})
+    for _ in range(2):
+        store.record_refusal("bot", limit=2, actor="t")
+    load = store.request_load(agent="bot", user="alice", since=since, raw_call_event="mcp.rublon_call")
+    assert load.suspended and load.suspended_reason and "in a row" in load.suspended_reason
+    assert load.pending_for_user == 3  # every agent's pending requests for alice
+    assert load.pending_for_agent == 2  # bot's submitted and awaiting ones, not the denied one
+    assert load.requests_by_agent == 3 + 1  # bot's three actions this hour and its one raw Rublon call
+    later = store.request_load(
+        agent="bot", user="alice", since=utcnow() + timedelta(seconds=1), raw_call_event="mcp.rublon_call"
+    )
+    assert later.requests_by_agent == 0 and later.pending_for_user == 3

@@ -36,8 +36,11 @@ def eager(tmp_path: Path, simulator: SimulatorServer) -> Iterator[Runtime]:
 
 def test_gate_then_approval_then_execute_in_eager_mode(eager: Runtime, simulator: SimulatorServer) -> None:
     with CountingTarget() as target:
-        request = SubmitRequest(action="http.request", user="alice",
-                                params={"method": "POST", "url": f"{target.url}/eager", "json": {"amount": 1}})
+        request = SubmitRequest(
+            action="http.request",
+            user="alice",
+            params={"method": "POST", "url": f"{target.url}/eager", "json": {"amount": 1}},
+        )
         action = submit(eager, request, agent="agent-a", source_ip=None, actor="t").action
         assert request_approval.delay(action.id).get() == "asked alice by push"
         held = eager.store.require(action.id)
@@ -48,7 +51,9 @@ def test_gate_then_approval_then_execute_in_eager_mode(eager: Runtime, simulator
         async def approve() -> str:
             client = eager.async_rublon()
             try:
-                return (await confirm(eager, client, held, token, actor="listener", method="push")).status
+                return (
+                    await confirm(eager, client, held.id, token, tid=held.tid, actor="listener", method="push")
+                ).status
             finally:
                 await client.aclose()
 
@@ -58,13 +63,44 @@ def test_gate_then_approval_then_execute_in_eager_mode(eager: Runtime, simulator
         assert target.count(action.id) == 1
 
 
+def test_answer_on_another_transaction_neither_exchanges_nor_blocks(eager: Runtime, simulator: SimulatorServer) -> None:
+    """A listener told the wrong action for a tid (say, a forged notice) leaves both actions' fates intact."""
+    request = SubmitRequest(
+        action="http.request",
+        user="alice",
+        params={"method": "POST", "url": "http://127.0.0.1:9/", "json": {"amount": 1}},
+    )
+    first, second = (submit(eager, request, agent="agent-a", source_ip=None, actor="t").action for _ in range(2))
+    for action in (first, second):
+        assert request_approval.delay(action.id).get() == "asked alice by push"
+    held = eager.store.require(second.id)
+    assert held.tid
+    with SimulatorControl(simulator.url) as control:
+        token = control.approve(held.tid)
+
+    async def confirm_as(action_id: str) -> str:
+        client = eager.async_rublon()
+        try:
+            return (await confirm(eager, client, action_id, token, tid=held.tid, actor="listener", method=None)).status
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(confirm_as(first.id)) == "awaiting_approval"
+    assert eager.store.require(first.id).status == S.AWAITING_APPROVAL
+    ignored = [e for e in eager.store.events(first.id) if e.event == "confirmation.ignored"]
+    assert ignored and "not the action's" in ignored[0].data["reason"]
+    # The single-use token was not spent: the action that holds the tid is released with it.
+    assert asyncio.run(confirm_as(second.id)) == "queued"
+
+
 def test_maintenance_sweep_in_eager_mode_expires_overdue_actions(eager: Runtime) -> None:
     from datetime import timedelta
 
     from store.models import utcnow
 
-    request = SubmitRequest(action="http.request", user="alice",
-                            params={"method": "POST", "url": "http://127.0.0.1/sweep", "json": {}})
+    request = SubmitRequest(
+        action="http.request", user="alice", params={"method": "POST", "url": "http://127.0.0.1/sweep", "json": {}}
+    )
     action = submit(eager, request, agent="agent-a", source_ip=None, actor="t").action
     request_approval.delay(action.id)
     eager.store.set_fields(action.id, expected=S.AWAITING_APPROVAL, expires_at=utcnow() - timedelta(seconds=1))
