@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from store.models import AuditEvent, AuditHead, utcnow
@@ -42,30 +42,40 @@ def link_mac(key: bytes, previous: str, event: AuditEvent) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def append(
-    session: Session, key: bytes, *, event: str, actor: str, action_id: str | None = None, data: dict[str, Any] | None
-) -> AuditEvent:
-    """Append one event inside the caller's transaction; the head row is locked until it commits.
+# Built once: append() runs inside every move, and rebuilding statements costs more than running them.
+_EVENTS = cast(Table, AuditEvent.__table__)  # type: ignore[attr-defined]
+_HEAD = cast(Table, AuditHead.__table__)  # type: ignore[attr-defined]
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.mac).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_EVENT = insert(_EVENTS)
+_INSERT_HEAD = insert(_HEAD)
+_UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), mac=bindparam("new_mac"))
 
-    Plain SQL statements, not the ORM's unit of work: this runs inside every move.
+
+def append(
+    conn: Connection, key: bytes, *, event: str, actor: str, action_id: str | None = None, data: dict[str, Any] | None
+) -> int:
+    """Append one event inside the caller's transaction; returns its sequence number.
+
+    The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is already
+    held) until the caller commits, so appends are serialised and the chain has no fork.
     """
-    head_query = select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
-    head = session.execute(head_query).first()
-    seq, previous = (head[0], head[1] or GENESIS) if head is not None else (0, GENESIS)
+    head = conn.execute(_READ_HEAD).first()
+    seq, previous = (head[0] + 1, head[1] or GENESIS) if head is not None else (1, GENESIS)
     # A round trip through JSON keeps what is hashed equal to what is read back.
     clean = json.loads(json.dumps(data or {}, default=str))
-    record = AuditEvent(seq=seq + 1, at=utcnow(), action_id=action_id, event=event, actor=actor, data=clean, mac="")
-    record.mac = link_mac(key, previous, record)
-    session.execute(
-        insert(AuditEvent).values(
-            seq=record.seq, at=record.at, action_id=action_id, event=event, actor=actor, data=clean, mac=record.mac
-        )
+    at = utcnow()
+    mac = hmac.new(
+        key, previous.encode() + _canonical(seq, at, action_id, event, actor, clean), hashlib.sha256
+    ).hexdigest()
+    conn.execute(
+        _INSERT_EVENT,
+        {"seq": seq, "at": at, "action_id": action_id, "event": event, "actor": actor, "data": clean, "mac": mac},
     )
     if head is None:
-        session.execute(insert(AuditHead).values(id=1, seq=record.seq, mac=record.mac))
+        conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "mac": mac})
     else:
-        session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=record.seq, mac=record.mac))
-    return record
+        conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_mac": mac})
+    return seq
 
 
 @dataclass(frozen=True)

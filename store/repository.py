@@ -13,12 +13,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
-from sqlalchemy import func, or_, update
+from sqlalchemy import Connection, Table, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from store import audit, schema
 from store.audit import ChainReport
@@ -28,6 +28,32 @@ from store.models import Action, ActionStatus, AgentState, AuditEvent, AuditHead
 from store.transitions import INITIAL, PENDING, allowed
 
 S = ActionStatus
+ACTIONS = cast(Table, Action.__table__)  # type: ignore[attr-defined]
+RELEASES = cast(Table, Release.__table__)  # type: ignore[attr-defined]
+AGENTS = cast(Table, AgentState.__table__)  # type: ignore[attr-defined]
+_GET_ACTION = sa.select(ACTIONS).where(ACTIONS.c.id == sa.bindparam("action_id"))
+_FIND_BY_TID = sa.select(ACTIONS).where(ACTIONS.c.tid == sa.bindparam("tid")).limit(1)
+_GET_RELEASE = sa.select(RELEASES).where(RELEASES.c.action_id == sa.bindparam("action_id"))
+_RESET_REFUSALS = (
+    update(AGENTS)
+    .where(AGENTS.c.agent == sa.bindparam("approved_agent"), AGENTS.c.refusals_in_row > 0)
+    .values(refusals_in_row=0, updated_at=sa.bindparam("now"))
+)
+
+
+def _action(row: sa.Row[Any]) -> Action:
+    """An Action from a row of the actions table (read-only: it belongs to no session)."""
+    return Action(**row._mapping)
+
+
+def _release(row: sa.Row[Any]) -> Release:
+    return Release(**row._mapping)
+
+
+def _columns(record: SQLModel, table: Table) -> dict[str, Any]:
+    """A model's column values for an INSERT (an unset autoincrement key left out)."""
+    values = {column.name: getattr(record, column.name) for column in table.columns}
+    return {name: value for name, value in values.items() if not (name == "id" and value is None)}
 
 
 class Claim(NamedTuple):
@@ -91,6 +117,23 @@ class Store:
         with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A plain connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite).
+
+        The hot path (moves, leases, releases, claims, audit) runs on Core statements here,
+        not through the ORM's session: on SQLite the write lock is held for the whole
+        transaction, so every bit of Python work inside it delays every other writer.
+        """
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _fetching(self) -> Iterator[Connection]:
+        """A plain connection in a read transaction (deferred ``BEGIN`` on SQLite)."""
+        with self._reader.begin() as conn:
+            yield conn
+
     def dispose(self) -> None:
         """Close pooled connections (after a fork, or at exit)."""
         self.engine.dispose()
@@ -98,8 +141,9 @@ class Store:
     # -- reading --------------------------------------------------------------------------
     def get(self, action_id: str) -> Action | None:
         """The action with this id, or None."""
-        with self.reading() as session:
-            return session.get(Action, action_id)
+        with self._fetching() as conn:
+            row = conn.execute(_GET_ACTION, {"action_id": action_id}).first()
+        return _action(row) if row is not None else None
 
     def require(self, action_id: str) -> Action:
         """The action with this id; raises ActionNotFound."""
@@ -110,8 +154,9 @@ class Store:
 
     def release_of(self, action_id: str) -> Release | None:
         """The release record of an action, or None when it was never released."""
-        with self.reading() as session:
-            return session.exec(select(Release).where(Release.action_id == action_id)).first()
+        with self._fetching() as conn:
+            row = conn.execute(_GET_RELEASE, {"action_id": action_id}).first()
+        return _release(row) if row is not None else None
 
     def list_actions(
         self, *, statuses: Iterable[S] | None = None, agent: str | None = None, limit: int = 50
@@ -173,8 +218,8 @@ class Store:
                 col(AuditEvent.actor) == f"agent:{agent}",
             ),
         )
-        with self.reading() as session:
-            is_suspended, reason, for_user, for_agent, recent, raw_calls = session.execute(query).one()
+        with self._fetching() as conn:
+            is_suspended, reason, for_user, for_agent, recent, raw_calls = conn.execute(query).one()
         return RequestLoad(
             suspended=bool(is_suspended),
             suspended_reason=reason,
@@ -213,13 +258,12 @@ class Store:
             if existing is not None:
                 return self._same_or_conflict(existing, action), False
         try:
-            with self.session() as session:
-                session.add(action)
-                session.flush()
+            with self._writing() as conn:
+                conn.execute(insert(ACTIONS), _columns(action, ACTIONS))
                 if release is not None:
-                    session.add(release)
+                    conn.execute(insert(RELEASES), _columns(release, RELEASES))
                 audit.append(
-                    session,
+                    conn,
                     self._audit_key,
                     event="action.created",
                     actor=actor,
@@ -228,7 +272,7 @@ class Store:
                 )
                 if release is not None:
                     audit.append(
-                        session,
+                        conn,
                         self._audit_key,
                         event="action.released",
                         actor=actor,
@@ -284,12 +328,12 @@ class Store:
         for current in expected_set:
             if not allowed(current, new):
                 raise TransitionNotAllowed(f"an action may not move from {current!s} to {new!s}")
-        with self.session() as session:
-            return self._move(session, action_id, expected_set, new, actor, reason, data, held_by, fields)
+        with self._writing() as conn:
+            return self._move(conn, action_id, expected_set, new, actor, reason, data, held_by, fields)
 
     def _move(
         self,
-        session: Session,
+        conn: Connection,
         action_id: str,
         expected: list[S],
         new: S,
@@ -299,22 +343,19 @@ class Store:
         held_by: str | None,
         fields: dict[str, Any],
     ) -> Action | None:
-        now = utcnow()
-        values: dict[str, Any] = {"status": new, "updated_at": now, **fields}
+        values: dict[str, Any] = {"status": new, "updated_at": utcnow(), **fields}
         if reason is not None:
             values["reason"] = reason
-        statement = update(Action).where(col(Action.id) == action_id, col(Action.status).in_(expected))
+        statement = update(ACTIONS).where(ACTIONS.c.id == action_id, ACTIONS.c.status.in_(expected))
         if held_by is not None:
-            statement = statement.where(col(Action.lease_owner) == held_by)
+            statement = statement.where(ACTIONS.c.lease_owner == held_by)
         # UPDATE ... RETURNING: the compare-and-set and the read of the moved row in one statement.
-        statement = statement.values(**values).returning(Action)
-        moved = session.scalars(
-            statement, execution_options={"synchronize_session": False, "populate_existing": True}
-        ).one_or_none()
-        if moved is None:
+        row = conn.execute(statement.values(values).returning(*ACTIONS.c)).first()
+        if row is None:
             return None
+        moved = _action(row)
         event_data = {"to": str(new), "reason": moved.reason, **(data or {})}
-        audit.append(session, self._audit_key, event=f"action.{new}", actor=actor, action_id=action_id, data=event_data)
+        audit.append(conn, self._audit_key, event=f"action.{new}", actor=actor, action_id=action_id, data=event_data)
         return moved
 
     def release(
@@ -339,9 +380,9 @@ class Store:
             if not allowed(current, S.QUEUED):
                 raise TransitionNotAllowed(f"an action may not be released from {current!s}")
         now = utcnow()
-        with self.session() as session:
+        with self._writing() as conn:
             moved = self._move(
-                session,
+                conn,
                 action_id,
                 expected_set,
                 S.QUEUED,
@@ -360,16 +401,10 @@ class Store:
             if moved is None:
                 return None
             release.action_id = action_id
-            session.add(release)
+            conn.execute(insert(RELEASES), _columns(release, RELEASES))
             if release.kind == "approval":
                 # A person's approval ends the agent's run of refused requests (push fatigue).
-                session.execute(
-                    update(AgentState)
-                    .where(col(AgentState.agent) == moved.agent, col(AgentState.refusals_in_row) > 0)
-                    .values(refusals_in_row=0, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            session.flush()
+                conn.execute(_RESET_REFUSALS, {"approved_agent": moved.agent, "now": now})
             return moved
 
     def take_lease(
@@ -378,46 +413,38 @@ class Store:
         """Lease an action in ``status`` (and holding transaction ``tid``, when given) to ``owner``
         unless another holds a live lease."""
         now = utcnow()
-        with self.session() as session:
-            statement = (
-                update(Action)
-                .where(col(Action.id) == action_id, col(Action.status) == status)
-                .where(
-                    or_(
-                        col(Action.lease_until).is_(None),
-                        col(Action.lease_until) < now,
-                        col(Action.lease_owner) == owner,
-                    )
-                )
-                .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-                .returning(Action)
-            )
-            if tid is not None:
-                statement = statement.where(col(Action.tid) == tid)
-            options = {"synchronize_session": False, "populate_existing": True}
-            return session.scalars(statement, execution_options=options).one_or_none()
+        statement = (
+            update(ACTIONS)
+            .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status)
+            .where(or_(ACTIONS.c.lease_until.is_(None), ACTIONS.c.lease_until < now, ACTIONS.c.lease_owner == owner))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
+            .returning(*ACTIONS.c)
+        )
+        if tid is not None:
+            statement = statement.where(ACTIONS.c.tid == tid)
+        with self._writing() as conn:
+            row = conn.execute(statement).first()
+        return _action(row) if row is not None else None
 
     def drop_lease(self, action_id: str, *, status: S, owner: str) -> bool:
         """Give up a lease this owner holds (nothing happens when another owner holds it now)."""
-        with self.session() as session:
-            statement = (
-                update(Action)
-                .where(col(Action.id) == action_id, col(Action.status) == status, col(Action.lease_owner) == owner)
-                .values(lease_owner=None, lease_until=None)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+        statement = (
+            update(ACTIONS)
+            .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status, ACTIONS.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+        with self._writing() as conn:
+            return bool(conn.execute(statement).rowcount == 1)
 
     def set_fields(self, action_id: str, *, expected: S, **fields: Any) -> bool:
         """Update bookkeeping columns of an action still in ``expected`` (no status change)."""
-        with self.session() as session:
-            statement = (
-                update(Action)
-                .where(col(Action.id) == action_id, col(Action.status) == expected)
-                .values(updated_at=utcnow(), **fields)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+        statement = (
+            update(ACTIONS)
+            .where(ACTIONS.c.id == action_id, ACTIONS.c.status == expected)
+            .values(updated_at=utcnow(), **fields)
+        )
+        with self._writing() as conn:
+            return bool(conn.execute(statement).rowcount == 1)
 
     def claim_for_execution(self, action_id: str, *, worker: str, lease_seconds: float) -> Claim | None:
         """``queued -> executing`` for one worker, with the action's release record read in the same
@@ -427,28 +454,27 @@ class Store:
             "lease_owner": worker,
             "lease_until": now + timedelta(seconds=lease_seconds),
             "started_at": now,
-            "attempts": Action.attempts + 1,
+            "attempts": ACTIONS.c.attempts + 1,
         }
-        with self.session() as session:
+        with self._writing() as conn:
             claimed = self._move(
-                session, action_id, [S.QUEUED], S.EXECUTING, worker, "executing", {"worker": worker}, None, fields
+                conn, action_id, [S.QUEUED], S.EXECUTING, worker, "executing", {"worker": worker}, None, fields
             )
             if claimed is None:
                 return None
-            release = session.exec(select(Release).where(Release.action_id == action_id)).first()
-            return Claim(claimed, release)
+            row = conn.execute(_GET_RELEASE, {"action_id": action_id}).first()
+            return Claim(claimed, _release(row) if row is not None else None)
 
     def mark_dispatched(self, action_id: str, *, status: S, backoff_seconds: float = 0.0) -> None:
         """Record that a message for the action was just sent (pushed ``backoff_seconds`` ahead)."""
-        with self.session() as session:
-            session.execute(
-                update(Action)
-                .where(col(Action.id) == action_id, col(Action.status) == status)
+        with self._writing() as conn:
+            conn.execute(
+                update(ACTIONS)
+                .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status)
                 .values(
                     dispatched_at=utcnow() + timedelta(seconds=backoff_seconds),
-                    dispatch_count=Action.dispatch_count + 1,
+                    dispatch_count=ACTIONS.c.dispatch_count + 1,
                 )
-                .execution_options(synchronize_session=False)
             )
 
     # -- what maintenance and the listener look for ---------------------------------------
@@ -487,8 +513,9 @@ class Store:
 
     def find_by_tid(self, tid: str) -> Action | None:
         """The action whose Rublon transaction is ``tid``."""
-        with self.reading() as session:
-            return session.exec(select(Action).where(Action.tid == tid)).first()
+        with self._fetching() as conn:
+            row = conn.execute(_FIND_BY_TID, {"tid": tid}).first()
+        return _action(row) if row is not None else None
 
     # -- agents ---------------------------------------------------------------------------
     def agent_state(self, agent: str) -> AgentState | None:
@@ -510,7 +537,7 @@ class Store:
                 state.suspended = True
                 state.suspended_reason = f"{state.refusals_in_row} approval requests in a row rejected or expired"
                 audit.append(
-                    session,
+                    session.connection(),
                     self._audit_key,
                     event="agent.suspended",
                     actor=actor,
@@ -528,7 +555,9 @@ class Store:
             state.suspended, state.suspended_reason, state.refusals_in_row = False, None, 0
             state.updated_at = utcnow()
             session.add(state)
-            audit.append(session, self._audit_key, event="agent.lifted", actor=actor, data={"agent": agent})
+            audit.append(
+                session.connection(), self._audit_key, event="agent.lifted", actor=actor, data={"agent": agent}
+            )
             return True
 
     # -- audit ----------------------------------------------------------------------------
@@ -536,8 +565,8 @@ class Store:
         self, event: str, *, actor: str, action_id: str | None = None, data: dict[str, Any] | None = None
     ) -> None:
         """Append an event that is not a state change (a refusal, a late answer, ...)."""
-        with self.session() as session:
-            audit.append(session, self._audit_key, event=event, actor=actor, action_id=action_id, data=data)
+        with self._writing() as conn:
+            audit.append(conn, self._audit_key, event=event, actor=actor, action_id=action_id, data=data)
 
     def events_since(self, event: str, since: datetime, *, actor: str | None = None) -> list[AuditEvent]:
         """Events of one kind at or after ``since`` (optionally by one actor), oldest first: for rate limits."""
