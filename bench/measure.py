@@ -45,7 +45,7 @@ class Pacer:
         self.interval = 1.0 / rate
         self.start = time.monotonic()
 
-    def wait(self, index: int) -> None:
+    def wait(self, index: float) -> None:
         delay = self.start + index * self.interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -195,8 +195,11 @@ def release_latency(
 ) -> ReleaseRun:
     """Approve ``approvals`` actions, ``rate`` per second, while ``pending`` stay held.
 
-    Each approval is replaced at once by a new REST submission, so the listener holds
-    ``pending`` open transactions throughout; what is left is approved (unmeasured) at the end.
+    Each approval is replaced by a new REST submission half an interval later, so the
+    listener holds ``pending`` open transactions throughout; what is left is approved
+    (unmeasured) at the end. Half an interval, not at once: submissions arrive
+    independently of approvals in a real deployment, and one sent right after each
+    approval would put a whole submission and gate task inside every measured window.
     """
     pool = deque(submitter.submit_many("mfa", pending, concurrency=4))
     wait_until_started(reader, list(pool), done="tid", timeout=120)
@@ -213,6 +216,7 @@ def release_latency(
         after = time.time()
         if index >= warmup:
             records.append((action_id, before, after))
+        pacer.wait(index + 0.5)
         pool.append(submitter.submit("mfa"))
     _approve_rest(deployment, reader, list(pool))
     run = ReleaseRun(pending=pending, rate=rate)
