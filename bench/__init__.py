@@ -21,6 +21,6 @@ Celery app), ``actions`` (the no-op action mfa-gate runs), ``probes`` (reading t
 the simulator and /proc), ``measure`` (the four measurements), ``report`` (figures,
 targets, table, JSON), ``profiles`` (optional py-spy profiles, ``--profile DIR``).
 
-Run from the repository root: ``.venv/bin/python -m bench`` (about 9 minutes on a 2-core
+Run from the repository root: ``.venv/bin/python -m bench`` (about 7 minutes on a 2-core
 machine), ``--quick`` (under a minute), ``--help`` for every count and rate.
 """
