@@ -25,6 +25,7 @@ import redis
 from cli.processes import Child, celery_worker, start, wait_http, wait_log
 from cli.stack import Stack, running_stack, simulator_command
 from policies import hash_credential
+from policies.directory import Agent, Directory, User, render_directory
 from simulator.control import SimulatorControl
 
 #: Users the benchmark's actions are for (in the directory and the simulator, all active).
@@ -87,15 +88,15 @@ def credential(agent: str) -> str:
 def write_config(folder: Path) -> tuple[Path, Path]:
     """Write the benchmark's policy and directory; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    users = "".join(f'\n[users.{user}]\nemail = "{user}@example.com"\n' for user in USERS)
-    members = ", ".join(f'"{user}"' for user in USERS)
-    agents = "".join(
-        f'\n[agents.{agent}]\ncredential_sha256 = "{hash_credential(credential(agent))}"\nusers = [{members}]\n'
-        for agent in AGENTS
+    people = Directory(
+        users=[User(name=user, email=f"{user}@example.com") for user in USERS],
+        agents=[
+            Agent(name=agent, credential_sha256=hash_credential(credential(agent)), users=USERS) for agent in AGENTS
+        ],
     )
     policy, directory = folder / "policy.toml", folder / "directory.toml"
     policy.write_text(POLICY)
-    directory.write_text(users + agents)
+    directory.write_text(render_directory(people))
     return policy, directory
 
 

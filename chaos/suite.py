@@ -36,6 +36,7 @@ from cli.stack import Stack, running_stack
 from cli.target import CountingTarget
 from config.settings import DEV_AUDIT_KEY
 from policies import hash_credential
+from policies.directory import Agent, Directory, User, render_directory
 from simulator.control import SimulatorControl, SimulatorControlError
 from store import ActionStatus, Store
 
@@ -176,10 +177,11 @@ def write_config(folder: Path, credential: str) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     policy, directory = folder / "policy.toml", folder / "directory.toml"
     policy.write_text(POLICY)
-    users = "\n".join(f'[users.{user}]\nemail = "{user}@example.com"\n' for user in USERS)
-    digest = hash_credential(credential)
-    agent = f'[agents.{AGENT}]\ncredential_sha256 = "{digest}"\nusers = {json.dumps(list(USERS))}\n'
-    directory.write_text(f"{users}\n{agent}")
+    people = Directory(
+        users=[User(name=user, email=f"{user}@example.com") for user in USERS],
+        agents=[Agent(name=AGENT, credential_sha256=hash_credential(credential), users=USERS)],
+    )
+    directory.write_text(render_directory(people))
     return policy, directory
 
 

@@ -36,10 +36,13 @@ def _canonical(seq: int, at: datetime, action_id: str | None, event: str, actor:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+def _mac(key: bytes, previous: str, body: bytes) -> str:
+    return hmac.new(key, previous.encode() + body, hashlib.sha256).hexdigest()
+
+
 def link_mac(key: bytes, previous: str, event: AuditEvent) -> str:
     """The MAC of ``event`` chained to the previous link's MAC."""
-    message = previous.encode() + _canonical(event.seq, event.at, event.action_id, event.event, event.actor, event.data)
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _mac(key, previous, _canonical(event.seq, event.at, event.action_id, event.event, event.actor, event.data))
 
 
 # Built once: append() runs inside every move, and rebuilding statements costs more than running them.
@@ -64,9 +67,7 @@ def append(
     # A round trip through JSON keeps what is hashed equal to what is read back.
     clean = json.loads(json.dumps(data or {}, default=str))
     at = utcnow()
-    mac = hmac.new(
-        key, previous.encode() + _canonical(seq, at, action_id, event, actor, clean), hashlib.sha256
-    ).hexdigest()
+    mac = _mac(key, previous, _canonical(seq, at, action_id, event, actor, clean))
     conn.execute(
         _INSERT_EVENT,
         {"seq": seq, "at": at, "action_id": action_id, "event": event, "actor": actor, "data": clean, "mac": mac},

@@ -71,8 +71,15 @@ class RequestLoad:
     suspended_reason: str | None
     pending_for_user: int
     pending_for_agent: int
-    #: Actions the agent created since the window's start, plus its raw Rublon calls over MCP.
-    requests_by_agent: int
+    #: Actions the agent created since the window's start.
+    actions_by_agent: int
+    #: Raw Rublon calls the agent made over MCP since the window's start.
+    raw_calls_by_agent: int
+
+    @property
+    def requests_by_agent(self) -> int:
+        """What the hourly request limit counts: submissions and raw Rublon calls alike."""
+        return self.actions_by_agent + self.raw_calls_by_agent
 
 
 class Store:
@@ -176,29 +183,8 @@ class Store:
             rows = session.exec(select(Action.status, func.count()).group_by(Action.status)).all()
         return {str(status): int(count) for status, count in rows}
 
-    def count_recent(
-        self,
-        *,
-        agent: str | None = None,
-        user: str | None = None,
-        statuses: Iterable[S] | None = None,
-        since: datetime | None = None,
-    ) -> int:
-        """How many actions match: for pending limits and windows."""
-        query = select(func.count()).select_from(Action)
-        if agent is not None:
-            query = query.where(Action.agent == agent)
-        if user is not None:
-            query = query.where(Action.user == user)
-        if statuses is not None:
-            query = query.where(col(Action.status).in_(list(statuses)))
-        if since is not None:
-            query = query.where(Action.created_at >= since)
-        with self.reading() as session:
-            return int(session.exec(query).one())
-
     def request_load(self, *, agent: str, user: str, since: datetime, raw_call_event: str) -> RequestLoad:
-        """What the push-fatigue limits weigh before a new approval request, in one query."""
+        """What the push-fatigue limits weigh before a new approval request or raw Rublon call, in one query."""
 
         def count(table: Any, *where: Any) -> Any:
             return sa.select(func.count()).select_from(table).where(*where).scalar_subquery()
@@ -225,7 +211,8 @@ class Store:
             suspended_reason=reason,
             pending_for_user=int(for_user),
             pending_for_agent=int(for_agent),
-            requests_by_agent=int(recent) + int(raw_calls),
+            actions_by_agent=int(recent),
+            raw_calls_by_agent=int(raw_calls),
         )
 
     def released_since(self, since: datetime, *, agent: str | None = None, user: str | None = None) -> list[Action]:

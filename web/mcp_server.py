@@ -72,7 +72,7 @@ from rublon.errors import (
 )
 from store import Action, AuditEvent, Store
 from store.models import utcnow
-from store.transitions import FINAL, PENDING
+from store.transitions import FINAL
 from tasks.binding import RESERVED_PARAMS
 from tasks.runtime import Runtime
 from tasks.submission import RAW_RUBLON_CALL_EVENT, SubmissionError, parse_request, submit
@@ -170,18 +170,16 @@ def limit_refusal(runtime: Runtime, *, agent: str, user: str | None, asks_person
     person (opens a transaction). Out: a sentence for the agent, or None.
     """
     store, limits = runtime.store, runtime.policy.limits
-    state = store.agent_state(agent)
-    if (state is not None and state.suspended) or not _agent_active(runtime, agent):
+    now = utcnow()
+    # The same figures as a submission's push-fatigue check (tasks/submission.py), one query.
+    load = store.request_load(agent=agent, user=user or "", since=now - RATE_WINDOW, raw_call_event=CALL_EVENT)
+    if load.suspended or not _agent_active(runtime, agent):
         return f"agent {agent!r} is suspended; a person lifts it with 'mfa-gate agents lift'"
     actor = f"agent:{agent}"
-    now = utcnow()
-    hour_ago = now - RATE_WINDOW
-    calls = len(_since(store, event=CALL_EVENT, since=hour_ago, actor=actor))
-    submissions = store.count_recent(agent=agent, since=hour_ago)
-    if calls + submissions >= limits.max_requests_per_agent_per_hour:
+    if load.requests_by_agent >= limits.max_requests_per_agent_per_hour:
         return (
-            f"agent {agent!r} made {calls} Rublon tool calls and {submissions} submissions in the last hour; "
-            f"the limit is {limits.max_requests_per_agent_per_hour}"
+            f"agent {agent!r} made {load.raw_calls_by_agent} Rublon tool calls and {load.actions_by_agent} "
+            f"submissions in the last hour; the limit is {limits.max_requests_per_agent_per_hour}"
         )
     if not asks_person:
         return None
@@ -189,11 +187,11 @@ def limit_refusal(runtime: Runtime, *, agent: str, user: str | None, asks_person
     open_since = now - timedelta(seconds=runtime.policy.defaults.timeout_seconds)
     opened = [event for event in _since(store, event=RESULT_EVENT, since=open_since) if event.data.get("opened")]
     by_agent = sum(1 for event in opened if event.actor == actor)
-    if store.count_recent(agent=agent, statuses=PENDING) + by_agent >= limits.max_pending_per_agent:
+    if load.pending_for_agent + by_agent >= limits.max_pending_per_agent:
         return f"agent {agent!r} already has {limits.max_pending_per_agent} pending approval requests"
     if user is not None:
         for_user = sum(1 for event in opened if event.data.get("user") == user)
-        if store.count_recent(user=user, statuses=PENDING) + for_user >= limits.max_pending_per_user:
+        if load.pending_for_user + for_user >= limits.max_pending_per_user:
             return f"user {user!r} already has {limits.max_pending_per_user} pending approval requests"
     return None
 
