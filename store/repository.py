@@ -8,6 +8,7 @@ transaction, so the chain and the state never disagree.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,45 @@ _RESET_REFUSALS = (
     .where(AGENTS.c.agent == sa.bindparam("approved_agent"), AGENTS.c.refusals_in_row > 0)
     .values(refusals_in_row=0, updated_at=sa.bindparam("now"))
 )
+
+
+#: A value for ``move(**fields)``: the column's current value plus one (``attempts``).
+INCREMENT: Any = object()
+
+
+@functools.lru_cache(maxsize=128)
+def _move_statement(expected: int, held: bool, assigned: tuple[str, ...], incremented: tuple[str, ...]) -> sa.Update:
+    """The compare-and-set UPDATE for one shape of move, built once and then only bound.
+
+    A move's statement differs only by how many statuses it expects, whether a lease
+    owner must hold it, which columns it sets (``set_<column>`` parameters) and which it
+    increments; building and compiling it anew on every move cost more than running it.
+    """
+    statuses = [sa.bindparam(f"move_from_{i}", type_=ACTIONS.c.status.type) for i in range(expected)]
+    statement = update(ACTIONS).where(ACTIONS.c.id == sa.bindparam("move_id"), ACTIONS.c.status.in_(statuses))
+    if held:
+        statement = statement.where(ACTIONS.c.lease_owner == sa.bindparam("move_held_by"))
+    values: dict[str, Any] = {name: ACTIONS.c[name] + 1 for name in incremented}
+    for key in assigned:
+        column = ACTIONS.c[key.removeprefix("set_")]
+        values[column.name] = sa.bindparam(key, type_=column.type)
+    return statement.values(values).returning(*ACTIONS.c)
+
+
+_LEASE = (
+    update(ACTIONS)
+    .where(ACTIONS.c.id == sa.bindparam("lease_id"), ACTIONS.c.status == sa.bindparam("lease_status"))
+    .where(
+        or_(
+            ACTIONS.c.lease_until.is_(None),
+            ACTIONS.c.lease_until < sa.bindparam("lease_now", type_=ACTIONS.c.lease_until.type),
+            ACTIONS.c.lease_owner == sa.bindparam("lease_owner_now"),
+        )
+    )
+    .values(lease_owner=sa.bindparam("new_owner"), lease_until=sa.bindparam("new_until"))
+    .returning(*ACTIONS.c)
+)
+_LEASE_FOR_TID = _LEASE.where(ACTIONS.c.tid == sa.bindparam("lease_tid"))
 
 
 def _action(row: sa.Row[Any]) -> Action:
@@ -333,11 +373,13 @@ class Store:
         values: dict[str, Any] = {"status": new, "updated_at": utcnow(), **fields}
         if reason is not None:
             values["reason"] = reason
-        statement = update(ACTIONS).where(ACTIONS.c.id == action_id, ACTIONS.c.status.in_(expected))
-        if held_by is not None:
-            statement = statement.where(ACTIONS.c.lease_owner == held_by)
+        assigned = {f"set_{name}": value for name, value in values.items() if value is not INCREMENT}
+        incremented = tuple(sorted(name for name, value in values.items() if value is INCREMENT))
+        statement = _move_statement(len(expected), held_by is not None, tuple(sorted(assigned)), incremented)
+        params = {"move_id": action_id, "move_held_by": held_by, **assigned}
+        params |= {f"move_from_{i}": status for i, status in enumerate(expected)}
         # UPDATE ... RETURNING: the compare-and-set and the read of the moved row in one statement.
-        row = conn.execute(statement.values(values).returning(*ACTIONS.c)).first()
+        row = conn.execute(statement, params).first()
         if row is None:
             return None
         moved = _action(row)
@@ -400,17 +442,17 @@ class Store:
         """Lease an action in ``status`` (and holding transaction ``tid``, when given) to ``owner``
         unless another holds a live lease."""
         now = utcnow()
-        statement = (
-            update(ACTIONS)
-            .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status)
-            .where(or_(ACTIONS.c.lease_until.is_(None), ACTIONS.c.lease_until < now, ACTIONS.c.lease_owner == owner))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-            .returning(*ACTIONS.c)
-        )
-        if tid is not None:
-            statement = statement.where(ACTIONS.c.tid == tid)
+        params = {
+            "lease_id": action_id,
+            "lease_status": status,
+            "lease_now": now,
+            "lease_owner_now": owner,
+            "lease_tid": tid,
+            "new_owner": owner,
+            "new_until": now + timedelta(seconds=seconds),
+        }
         with self._writing() as conn:
-            row = conn.execute(statement).first()
+            row = conn.execute(_LEASE if tid is None else _LEASE_FOR_TID, params).first()
         return _action(row) if row is not None else None
 
     def drop_lease(self, action_id: str, *, status: S, owner: str) -> bool:
@@ -441,7 +483,7 @@ class Store:
             "lease_owner": worker,
             "lease_until": now + timedelta(seconds=lease_seconds),
             "started_at": now,
-            "attempts": ACTIONS.c.attempts + 1,
+            "attempts": INCREMENT,
         }
         with self._writing() as conn:
             claimed = self._move(
