@@ -68,7 +68,7 @@ def open_transaction(runtime: Runtime, action_id: str, *, worker: str) -> str:
     except UserNotFound:
         return _fail(runtime, action, worker, "the user is unknown to Rublon", "block")
     except UserDenied:
-        return _fail(runtime, action, worker, "the user is denied by the Rublon administrator", "block")
+        return _fail(runtime, action, worker, "the user's Rublon status is 'denied' (by an administrator)", "block")
     except RublonBadSignature:
         return _fail(runtime, action, worker, "Rublon's answer had a bad signature", "block")
     except RublonApiError as exc:
@@ -103,15 +103,12 @@ def _ask_person(runtime: Runtime, action: Action, worker: str) -> str:
         moved = _await(runtime, action, worker, tid=prompt.tid, web_uri=prompt.web_uri, method="prompt", text=text)
         return "prompt transaction opened" if moved else "lost the race"
 
-    status = rublon.verify_user(user_email=email)
-    if not status.exists:
-        return _fail(runtime, action, worker, "the user is unknown to Rublon", "block")
-    if status.status == "bypass":
-        return _fail(runtime, action, worker, "Rublon reports the user as bypassed", action.on_bypass)
-    if status.status != "active":
-        return _fail(runtime, action, worker, f"the user's Rublon status is {status.status!r}", "block")
-    method = next((m for m in action.methods if m in status.methods), None)
+    # No separate user/verify call: transaction/init refuses an unknown, bypassed or denied
+    # user with the same errors (handled in open_transaction) and names the methods it allows.
+    transaction = rublon.promptless_init(username=action.user, user_email=email, params=params)
+    method = next((m for m in action.methods if m in transaction.methods), None)
     if method is None:
+        rublon.cancel_transaction(tid=transaction.tid)
         return _fail(
             runtime,
             action,
@@ -119,7 +116,6 @@ def _ask_person(runtime: Runtime, action: Action, worker: str) -> str:
             f"the user has none of the methods the policy asks for ({', '.join(action.methods)})",
             "block",
         )
-    transaction = rublon.promptless_init(username=action.user, user_email=email, params=params)
     if not _await(
         runtime,
         action,

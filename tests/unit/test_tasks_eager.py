@@ -93,6 +93,21 @@ def test_answer_on_another_transaction_neither_exchanges_nor_blocks(eager: Runti
     assert asyncio.run(confirm_as(second.id)) == "queued"
 
 
+def test_user_without_a_method_the_policy_asks_for_is_blocked_and_the_transaction_withdrawn(
+    eager: Runtime, simulator: SimulatorServer
+) -> None:
+    with SimulatorControl(simulator.url) as control:
+        control.set_user("bob", email="bob@example.com", methods=["totp"])  # the policy asks for push
+        request = SubmitRequest(
+            action="http.request", user="bob", params={"method": "POST", "url": "http://127.0.0.1:9/", "json": {}}
+        )
+        action = submit(eager, request, agent="agent-a", source_ip=None, actor="t").action
+        assert request_approval.delay(action.id).get().startswith("blocked: the user has none of the methods")
+        assert eager.store.require(action.id).status == S.BLOCKED
+        opened = [t for t in control.transactions() if t["username"] == "bob"]
+    assert [t["state"] for t in opened] == ["cancelled"]  # nobody is left a request they cannot answer
+
+
 def test_maintenance_sweep_in_eager_mode_expires_overdue_actions(eager: Runtime) -> None:
     from datetime import timedelta
 
