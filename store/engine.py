@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -9,6 +11,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import create_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+LOCK_RETRY_FIRST_SECONDS = 0.00005
+LOCK_RETRY_MAX_SECONDS = 0.001
 # Execution option marking read-only work: SQLite then opens a deferred transaction.
 READ_ONLY = "mfa_gate_read_only"
 
@@ -50,10 +54,39 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        dbapi_connection = connection.connection.dbapi_connection
+        if connection.get_execution_options().get(READ_ONLY, False):
+            dbapi_connection.execute("BEGIN")
+        else:
+            begin_immediate(dbapi_connection)
 
     return engine
+
+
+def begin_immediate(dbapi_connection: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting for SQLite's write lock in short steps.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ... ms between tries, while a write
+    transaction of mfa-gate holds the lock for well under a millisecond: the waiters
+    slept far longer than the lock was held. Here the tries start 50 us apart and back off
+    to 1 ms; after ``SQLITE_BUSY_TIMEOUT_MS`` the "database is locked" error is raised.
+    """
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline, pause = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000, LOCK_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                dbapi_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, LOCK_RETRY_MAX_SECONDS)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def is_sqlite(engine: Engine) -> bool:
