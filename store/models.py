@@ -54,6 +54,11 @@ class Action(SQLModel, table=True):
         UniqueConstraint("agent", "idempotency_key", name="uq_actions_agent_idempotency_key"),
         Index("ix_actions_status_dispatched", "status", "dispatched_at"),
         Index("ix_actions_status_expires", "status", "expires_at"),
+        # What the push-fatigue limits count on every submission: an agent's requests in
+        # the last hour, and an agent's or a user's pending ones (never the whole history).
+        Index("ix_actions_agent_created", "agent", "created_at"),
+        Index("ix_actions_agent_status", "agent", "status"),
+        Index("ix_actions_user_status", "user", "status"),
     )
 
     id: str = Field(primary_key=True, max_length=36)

@@ -81,6 +81,35 @@ _LEASE = (
 _LEASE_FOR_TID = _LEASE.where(ACTIONS.c.tid == sa.bindparam("lease_tid"))
 
 
+def _request_load_query() -> sa.Select[Any]:
+    agent: sa.BindParameter[str] = sa.bindparam("load_agent", type_=sa.String())
+    user: sa.BindParameter[str] = sa.bindparam("load_user", type_=sa.String())
+    since = sa.bindparam("load_since", type_=ACTIONS.c.created_at.type)
+    events = cast(Table, AuditEvent.__table__)  # type: ignore[attr-defined]
+
+    def count(table: Table, *where: Any) -> Any:
+        return sa.select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+    pending = ACTIONS.c.status.in_(sorted(PENDING))
+    suspended = (AGENTS.c.agent == agent, AGENTS.c.suspended.is_(True))
+    return sa.select(
+        count(AGENTS, *suspended),
+        sa.select(AGENTS.c.suspended_reason).where(*suspended).scalar_subquery(),
+        count(ACTIONS, ACTIONS.c.user == user, pending),
+        count(ACTIONS, ACTIONS.c.agent == agent, pending),
+        count(ACTIONS, ACTIONS.c.agent == agent, ACTIONS.c.created_at >= since),
+        count(
+            events,
+            events.c.event == sa.bindparam("load_event"),
+            events.c.at >= since,
+            events.c.actor == sa.bindparam("load_actor"),
+        ),
+    )
+
+
+_REQUEST_LOAD = _request_load_query()
+
+
 def _action(row: sa.Row[Any]) -> Action:
     """An Action from a row of the actions table (read-only: it belongs to no session)."""
     return Action(**row._mapping)
@@ -225,27 +254,10 @@ class Store:
 
     def request_load(self, *, agent: str, user: str, since: datetime, raw_call_event: str) -> RequestLoad:
         """What the push-fatigue limits weigh before a new approval request or raw Rublon call, in one query."""
-
-        def count(table: Any, *where: Any) -> Any:
-            return sa.select(func.count()).select_from(table).where(*where).scalar_subquery()
-
-        pending = col(Action.status).in_(list(PENDING))
-        suspended = (col(AgentState.agent) == agent, col(AgentState.suspended).is_(True))
-        query = sa.select(
-            count(AgentState, *suspended),
-            sa.select(col(AgentState.suspended_reason)).where(*suspended).scalar_subquery(),
-            count(Action, col(Action.user) == user, pending),
-            count(Action, col(Action.agent) == agent, pending),
-            count(Action, col(Action.agent) == agent, col(Action.created_at) >= since),
-            count(
-                AuditEvent,
-                col(AuditEvent.event) == raw_call_event,
-                col(AuditEvent.at) >= since,
-                col(AuditEvent.actor) == f"agent:{agent}",
-            ),
-        )
+        params = {"load_agent": agent, "load_user": user, "load_since": since, "load_event": raw_call_event}
         with self._fetching() as conn:
-            is_suspended, reason, for_user, for_agent, recent, raw_calls = conn.execute(query).one()
+            row = conn.execute(_REQUEST_LOAD, params | {"load_actor": f"agent:{agent}"}).one()
+        is_suspended, reason, for_user, for_agent, recent, raw_calls = row
         return RequestLoad(
             suspended=bool(is_suspended),
             suspended_reason=reason,
