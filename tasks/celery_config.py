@@ -109,7 +109,7 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             },
         }
     folder = Path(settings.broker_dir).resolve()
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": "filesystem://",
@@ -117,6 +117,8 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Exchange bindings; kombu's default is ./control in whatever directory the process runs in.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         },
