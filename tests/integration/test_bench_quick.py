@@ -30,6 +30,8 @@ EVERY_FIGURE = {
     "throughput.gated_per_s",
     "throughput.chain_cpu_ms",
     "throughput.gated_cpu_ms",
+    "throughput.chain_client_cpu_ms",
+    "throughput.gated_client_cpu_ms",
     "throughput.share",
     "scale.pending",
     "scale.peak_rss_mb",
