@@ -4,11 +4,12 @@ Every latency is ``time.time()`` wall clock, taken in different processes of one
 
 - plain Celery: from just before ``send_task`` (this process) to the no-op task's first
   line (the worker's pool process);
-- release: from just before this process calls the simulator's control ``approve`` (the
-  simulator pushes ``confirmed`` to the listener while answering that call, so the start
-  point is early by at most the call's request half; its round trip is reported) to the
-  execute task's claim, the store's ``started_at`` (taken by the execute task after it has
-  read the action and its release record, as the ``queued -> executing`` move begins);
+- release: from the simulator sending ``confirmed`` on the listener's WebSocket (it stamps
+  ``time.time()`` just before writing the frame, reported as the transaction's
+  ``confirmedSentAt``) to the execute task's claim, the store's ``started_at`` (taken by the
+  execute task after it has read the action and its release record, as the
+  ``queued -> executing`` move begins); the control ``approve`` call that makes the
+  simulator send it, and how long after that call began the frame went out, are reported;
 - allow path: from just before the REST ``POST /v1/actions`` to ``started_at``.
 
 Import this module only once the deployment's environment is in place (``bench.main``
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from http.client import HTTPConnection
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import redis
@@ -235,7 +237,7 @@ def release_latency(
     wait_until_started(reader, list(pool), done="tid", timeout=120)
     wait_subscribed(deployment.control, pending, timeout=60)
     tids: dict[str, str] = {}
-    records: list[tuple[str, float, float]] = []
+    records: list[Approval] = []
     pacer = Pacer(rate)
     for index in range(warmup + approvals):
         pacer.wait(index)
@@ -245,13 +247,13 @@ def release_latency(
         deployment.control.approve(tid)
         after = time.time()
         if index >= warmup:
-            records.append((action_id, before, after))
+            records.append(Approval(action_id, tid, before, after))
         pacer.wait(index + 0.5)
         pool.append(submitter.submit("mfa"))
     _approve_rest(deployment, reader, list(pool))
     run = ReleaseRun(pending=pending, rate=rate)
-    times = wait_until_started(reader, [r[0] for r in records], done="finished", timeout=120 + approvals / rate)
-    _fill(run, records, times)
+    times = wait_until_started(reader, [r.action_id for r in records], done="finished", timeout=120 + approvals / rate)
+    _fill(run, records, times, confirmed_sent(deployment))
     return run
 
 
@@ -277,14 +279,37 @@ def _approve_rest(deployment: Deployment, reader: StoreReader, ids: list[str]) -
     wait_until_started(reader, ids, done="finished", timeout=120)
 
 
-def _fill(run: ReleaseRun, records: list[tuple[str, float, float]], times: dict[str, ActionTimes]) -> None:
-    for action_id, before, after in records:
-        found = times[action_id]
+class Approval(NamedTuple):
+    """One measured approval: the control ``approve`` call on ``tid`` ran from ``called`` to ``answered``."""
+
+    action_id: str
+    tid: str
+    called: float
+    answered: float
+
+
+def confirmed_sent(deployment: Deployment) -> dict[str, float]:
+    """When the simulator wrote each transaction's ``confirmed`` frame to the listener's WebSocket, by tid."""
+    return {
+        found["tid"]: float(found["confirmedSentAt"])
+        for found in deployment.control.transactions()
+        if found.get("confirmedSentAt") is not None
+    }
+
+
+def _fill(run: ReleaseRun, records: list[Approval], times: dict[str, ActionTimes], sent: dict[str, float]) -> None:
+    """Each approval's latency from the simulator sending ``confirmed``, split at ``released_at``."""
+    for record in records:
+        found = times[record.action_id]
         assert found.started_at is not None and found.released_at is not None
-        run.latency.append(found.started_at - before)
-        run.listener.append(found.released_at - before)
+        if record.tid not in sent:
+            raise RuntimeError(f"the simulator never sent 'confirmed' for transaction {record.tid}")
+        start = sent[record.tid]
+        run.latency.append(found.started_at - start)
+        run.listener.append(found.released_at - start)
         run.queue.append(found.started_at - found.released_at)
-        run.approve_call.append(after - before)
+        run.approve_call.append(record.answered - record.called)
+        run.push.append(start - record.called)
 
 
 def allow_path(reader: StoreReader, submitter: RestSubmitter, *, count: int, rate: float, warmup: int) -> list[float]:
@@ -363,7 +388,7 @@ def scale(
 
     times = reader.times(chosen)
     run = ReleaseRun(pending=pending, rate=rate)
-    records: list[tuple[str, float, float]] = []
+    records: list[Approval] = []
     with stage("release"):
         pacer = Pacer(rate)
         for index, action_id in enumerate(chosen):
@@ -372,9 +397,9 @@ def scale(
             assert tid is not None
             before = time.time()
             deployment.control.approve(tid)
-            records.append((action_id, before, time.time()))
+            records.append(Approval(action_id, tid, before, time.time()))
         done = wait_until_started(reader, chosen, done="finished", timeout=300 + len(chosen) / rate)
-    _fill(run, records, done)
+    _fill(run, records, done, confirmed_sent(deployment))
     resumed_peak, _ = memory_mb(deployment.listener.process.pid)
     return ScaleRun(
         pending=pending,

@@ -28,10 +28,11 @@ class ReleaseRun:
 
     pending: int
     rate: float
-    latency: list[float] = field(default_factory=list)  # approve called -> started_at
-    listener: list[float] = field(default_factory=list)  # approve called -> released_at (listener's share)
+    latency: list[float] = field(default_factory=list)  # confirmed sent -> started_at
+    listener: list[float] = field(default_factory=list)  # confirmed sent -> released_at (listener's share)
     queue: list[float] = field(default_factory=list)  # released_at -> started_at (broker and worker's share)
     approve_call: list[float] = field(default_factory=list)  # round trip of the control approve call
+    push: list[float] = field(default_factory=list)  # approve call began -> confirmed sent (the simulator's)
 
 
 @dataclass
@@ -217,6 +218,9 @@ def _release(prefix: str, label: str, run: ReleaseRun, b50: float, b99: float, *
         Figure(f"{prefix}.listener_p50_ms", "  of which listener (->released_at) p50", _p50(run.listener), "ms"),
         Figure(f"{prefix}.queue_p50_ms", "  of which broker+worker (->started_at) p50", _p50(run.queue), "ms"),
         Figure(f"{prefix}.approve_call_p50_ms", "  control approve round trip p50", _p50(run.approve_call), "ms"),
+        Figure(
+            f"{prefix}.push_p50_ms", "  approve call began -> confirmed sent p50 (not counted)", _p50(run.push), "ms"
+        ),
     ]
     return out
 
@@ -233,8 +237,8 @@ MEASURED = """\
 What is measured (time.time() wall clock across processes on this machine):
   plain Celery    : just before send_task -> first line of the no-op task (stamped in Redis); same Redis,
                     same Celery settings and worker command line (prefork -c 2) as mfa-gate's execute worker.
-  confirmed->start: just before the simulator's control 'approve' call (it pushes 'confirmed' on the
-                    listener's WebSocket while answering) -> the action's started_at in the store (the
+  confirmed->start: the simulator about to write 'confirmed' on the listener's WebSocket (its
+                    time.time() stamp, confirmedSentAt) -> the action's started_at in the store (the
                     execute task's queued->executing claim, after it read the action and its release).
                     'listener' ends at released_at (release transaction begins); 'broker+worker' is the rest.
   allow path      : just before REST POST /v1/actions -> started_at.

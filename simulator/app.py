@@ -14,6 +14,7 @@ import contextlib
 import html
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -372,7 +373,7 @@ async def confirmation_socket(websocket: WebSocket) -> None:
         # Called under the state's lock, possibly from another thread: only hand over.
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    writer = asyncio.create_task(_write(websocket, queue))
+    writer = asyncio.create_task(_write(websocket, queue, state))
     try:
         while not writer.done():
             message = await websocket.receive()
@@ -391,14 +392,16 @@ async def confirmation_socket(websocket: WebSocket) -> None:
             await writer
 
 
-async def _write(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any] | _Close]) -> None:
+async def _write(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any] | _Close], state: SimulatorState) -> None:
     with contextlib.suppress(Exception):  # the peer went away: nothing left to write to
         while True:
             item = await queue.get()
             if isinstance(item, _Close):
                 await websocket.close(code=item.code, reason=item.reason)
                 return
-            await websocket.send_text(json.dumps(item, separators=(",", ":")))
+            text = json.dumps(item, separators=(",", ":"))
+            state.note_sent(item, time.time())
+            await websocket.send_text(text)
 
 
 # ---------------------------------------------------------------------------- control

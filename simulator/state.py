@@ -209,6 +209,8 @@ class SimTransaction:
     pushes: int = 0
     #: The single-use token issued when the transaction was confirmed.
     access_token: str | None = field(default=None, repr=False)
+    #: Wall-clock time (``time.time()``) the first ``confirmed`` frame went out on a WebSocket.
+    confirmed_sent_at: float | None = None
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -223,6 +225,7 @@ class SimTransaction:
             "expiresIn": max(0.0, round(self.expires_at - now, 3)) if self.state is TransactionState.PENDING else 0.0,
             "decidedAgo": None if self.decided_at is None else round(now - self.decided_at, 3),
             "pushes": self.pushes,
+            "confirmedSentAt": self.confirmed_sent_at,
         }
 
 
@@ -558,6 +561,16 @@ class SimulatorState:
         with self._lock:
             self._tick()
             return self._get(tid).to_json(self._clock())
+
+    def note_sent(self, message: dict[str, Any], at: float) -> None:
+        """Record that ``message`` is being written to a subscriber's WebSocket at wall-clock ``at``
+        (the first ``confirmed`` frame of a transaction is kept: the release latency starts there)."""
+        if message.get(pm.MSG_TYPE) != pm.TYPE_CONFIRMED:
+            return
+        with self._lock:
+            transaction = self._transactions.get(str(message.get(pm.MSG_TID)))
+            if transaction is not None and transaction.confirmed_sent_at is None:
+                transaction.confirmed_sent_at = at
 
     def approve(self, tid: str) -> str:
         """Confirm transaction `tid` (the person approved) and return the fresh access

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -382,3 +383,27 @@ def test_close_ends_the_message_stream_quietly(server: SimulatorServer) -> None:
 def test_channel_url_must_be_a_websocket_url() -> None:
     with pytest.raises(ValueError):
         ConfirmationChannel(url="http://127.0.0.1:1/api/promptless/ws", system_token="T", secret_key="K")
+
+
+def test_simulator_stamps_when_it_sent_confirmed_and_nothing_before(
+    server: SimulatorServer, client: RublonClient, sim: SimulatorControl
+) -> None:
+    # The benchmark's release latency starts at this stamp (confirmedSentAt).
+    tid, unheard = new_tid(client), new_tid(client)
+
+    async def scenario() -> None:
+        async with channel_for(server.url) as channel:
+            messages = channel.messages()
+            await channel.subscribe(tid)
+            await next_message(messages)  # pending
+            assert sim.transaction(tid)["confirmedSentAt"] is None
+            before = time.time()
+            await asyncio.to_thread(sim.approve, tid)
+            assert (await next_message(messages)).type == "confirmed"
+            received = time.time()
+            sent = sim.transaction(tid)["confirmedSentAt"]
+            assert sent is not None and before <= sent <= received
+
+    run(scenario)
+    sim.approve(unheard)  # nobody subscribed: nothing was sent
+    assert sim.transaction(unheard)["confirmedSentAt"] is None
