@@ -4,6 +4,8 @@ It keeps one WebSocket to Rublon for every pending promptless transaction, learn
 ones from a Redis notification (and by polling the store, which also covers an embedded
 broker and lost notifications), and turns each answer into a store move:
 ``confirmed`` -> verified release, ``denied`` -> ``rejected``, ``expired`` -> ``expired``.
+A confirmation (lease, token exchange, checks, release, execute message) runs whole in
+one thread of the listener's own pool, so the event loop stays free for the WebSocket.
 On start, and after every reconnect, it re-subscribes every pending transaction from the
 store, so a restart loses nothing. Several listeners may run at once: every move is a
 compare-and-set and the token exchange sits behind a lease.
@@ -12,17 +14,19 @@ compare-and-set and the token exchange sits behind a lease.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import random
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import redis.asyncio as aioredis
 
-from rublon.client import AsyncRublonClient, ws_url
+from rublon.client import RublonClient, ws_url
 from rublon.confirmations import ChannelClosed, ConfirmationChannel, ConfirmationMessage
 from store import ActionStatus
 from store.models import utcnow
@@ -56,7 +60,8 @@ class ConfirmationListener:
         self.reconnects = 0
         self.connected = asyncio.Event()
         self._channel: ConfirmationChannel | None = None
-        self._rublon: AsyncRublonClient | None = None
+        self._rublon: RublonClient | None = None
+        self._confirmers: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(CONCURRENT_CONFIRMATIONS)
         self._inflight: set[asyncio.Task[None]] = set()
         self._confirming: set[str] = set()
@@ -65,7 +70,8 @@ class ConfirmationListener:
     # -- running --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
-        self._rublon = self.runtime.async_rublon()
+        self._rublon = self.runtime.rublon  # thread-safe; built here, before any thread needs it
+        self._confirmers = ThreadPoolExecutor(CONCURRENT_CONFIRMATIONS, thread_name_prefix="confirm")
         loops = [
             asyncio.create_task(self._channel_loop(), name="channel"),
             asyncio.create_task(self._poll_loop(), name="poll"),
@@ -83,7 +89,7 @@ class ConfirmationListener:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             if self._channel is not None:
                 await self._channel.close()
-            await self._rublon.aclose()
+            self._confirmers.shutdown(wait=True)
 
     async def _channel_loop(self) -> None:
         settings = self.runtime.settings
@@ -191,10 +197,9 @@ class ConfirmationListener:
         overdue = await asyncio.to_thread(
             self.runtime.store.due, S.AWAITING_APPROVAL, column="expires_at", before=utcnow()
         )
+        why = "nobody approved before the deadline"
         for action in overdue:
-            outcome = await refuse(
-                self.runtime, action, new=S.EXPIRED, reason="nobody approved before the deadline", actor=self.name
-            )
+            outcome = await asyncio.to_thread(refuse, self.runtime, action, new=S.EXPIRED, reason=why, actor=self.name)
             self._forget(action.tid)
             if outcome.status == S.EXPIRED:
                 await asyncio.to_thread(cancel_transaction, self.runtime, action.tid)
@@ -233,11 +238,12 @@ class ConfirmationListener:
             )
             return
         if message.type == "denied":
-            await refuse(self.runtime, action, new=S.REJECTED, reason=f"{action.user} rejected it", actor=self.name)
+            reason, new = f"{action.user} rejected it", S.REJECTED
         elif message.type == "expired":
-            await refuse(
-                self.runtime, action, new=S.EXPIRED, reason="nobody approved before the deadline", actor=self.name
-            )
+            reason, new = "nobody approved before the deadline", S.EXPIRED
+        else:
+            return
+        await asyncio.to_thread(refuse, self.runtime, action, new=new, reason=reason, actor=self.name)
 
     async def _confirmed(self, tid: str, token: str | None) -> None:
         try:
@@ -256,13 +262,14 @@ class ConfirmationListener:
                     )
                     return
                 action_id = action.id
-            assert self._rublon is not None
+            assert self._rublon is not None and self._confirmers is not None
+            # A lease owner per attempt: two attempts never share one lease.
+            attempt = f"{self.name}:{uuid.uuid4().hex[:8]}"
+            whole = functools.partial(
+                confirm, self.runtime, self._rublon, action_id, token, tid=tid, actor=attempt, method=None
+            )
             try:
-                # A lease owner per attempt: two attempts never share one lease.
-                attempt = f"{self.name}:{uuid.uuid4().hex[:8]}"
-                outcome = await confirm(
-                    self.runtime, self._rublon, action_id, token, tid=tid, actor=attempt, method=None
-                )
+                outcome = await asyncio.get_running_loop().run_in_executor(self._confirmers, whole)
             except Exception:  # never let one answer end the listener; the action stays held (fail closed)
                 log.exception("%s: confirming action %s failed", self.name, action_id)
                 return

@@ -5,16 +5,19 @@ signed ``transaction/credentials`` answer whose tid, user, action id, payload ha
 binding tag match the held action releases it, once. Before the token is exchanged the
 caller takes a lease on the action, so two listeners (or a listener and the callback)
 never both exchange.
+
+Everything here is synchronous and meant to run whole in one worker thread of an async
+caller (the listener, the callback): lease, exchange, checks, release and the execute
+message then cost one hand-over between threads, not one per step.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
 
-from rublon.client import AsyncRublonClient, Credentials
+from rublon.client import Credentials, RublonClient
 from rublon.errors import (
     AccessTokenExpired,
     RublonApiError,
@@ -69,9 +72,9 @@ def record_late_answer(runtime: Runtime, action: Action | None, *, tid: str | No
     return Outcome(action.id if action else None, status, f"{kind} ignored: action is {status}")
 
 
-async def confirm(
+def confirm(
     runtime: Runtime,
-    rublon: AsyncRublonClient,
+    rublon: RublonClient,
     action_id: str,
     access_token: str,
     *,
@@ -88,27 +91,24 @@ async def confirm(
     Never raises for Rublon's or the store's refusals: each ends as an Outcome, audited.
     """
     store = runtime.store
-    leased = await _lease(runtime, action_id, tid=tid, actor=actor)
+    leased = _lease(runtime, action_id, tid=tid, actor=actor)
     if isinstance(leased, Outcome):
         return leased
     action = leased
     try:
-        creds = await rublon.transaction_credentials(access_token=access_token)
+        creds = rublon.transaction_credentials(access_token=access_token)
     except (UnknownAccessToken, AccessTokenExpired) as exc:
-        return await _block(
+        return _block(
             runtime, leased, actor, f"approval could not be verified: the token is not exchangeable ({exc.exception})"
         )
     except RublonBadSignature:
-        return await _block(
-            runtime, leased, actor, "approval could not be verified: Rublon's answer had a bad signature"
-        )
+        return _block(runtime, leased, actor, "approval could not be verified: Rublon's answer had a bad signature")
     except RublonUnavailable as exc:
         # Rublon did not answer: give the lease back at once, so maintenance does not take
         # this for a confirming process that died mid-way (which it blocks); the answer
         # delivered again on a reconnect may still be verified, else the action expires.
-        await asyncio.to_thread(store.drop_lease, action.id, status=S.AWAITING_APPROVAL, owner=actor)
-        await asyncio.to_thread(
-            store.audit,
+        store.drop_lease(action.id, status=S.AWAITING_APPROVAL, owner=actor)
+        store.audit(
             "confirmation.unverified",
             actor=actor,
             action_id=action.id,
@@ -116,13 +116,13 @@ async def confirm(
         )
         return Outcome(action.id, str(S.AWAITING_APPROVAL), "Rublon unavailable; will retry")
     except RublonApiError as exc:
-        return await _block(runtime, leased, actor, f"approval could not be verified: Rublon refused ({exc.exception})")
+        return _block(runtime, leased, actor, f"approval could not be verified: Rublon refused ({exc.exception})")
     except RublonError as exc:
-        return await _block(runtime, leased, actor, f"approval could not be verified ({type(exc).__name__})")
-    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+        return _block(runtime, leased, actor, f"approval could not be verified ({type(exc).__name__})")
+    return _release_verified(runtime, leased, creds, actor=actor, method=method)
 
 
-async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str, method: str | None) -> Outcome:
+def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str, method: str | None) -> Outcome:
     """Release the held action a credentials answer names, if the answer matches it.
 
     For a prompt-mode callback that names no action: the token was exchanged first, so the
@@ -130,45 +130,38 @@ async def confirm_exchanged(runtime: Runtime, creds: Credentials, *, actor: str,
     """
     store = runtime.store
     action_id = creds.params.get(PARAM_ACTION_ID)
-    action = await asyncio.to_thread(store.get, action_id) if action_id else None
+    action = store.get(action_id) if action_id else None
     if action is None:
-        await asyncio.to_thread(
-            store.audit,
+        store.audit(
             "confirmation.unlinked",
             actor=actor,
             data={"tid": creds.tid, "reason": "the approval names no action of mfa-gate"},
         )
         return Outcome(None, "unknown", "the approval names no action of mfa-gate")
-    leased = await _lease(runtime, action.id, tid=None, actor=actor)
+    leased = _lease(runtime, action.id, tid=None, actor=actor)
     if isinstance(leased, Outcome):
         return leased
-    return await _release_verified(runtime, leased, creds, actor=actor, method=method)
+    return _release_verified(runtime, leased, creds, actor=actor, method=method)
 
 
-async def _lease(runtime: Runtime, action_id: str, *, tid: str | None, actor: str) -> Action | Outcome:
+def _lease(runtime: Runtime, action_id: str, *, tid: str | None, actor: str) -> Action | Outcome:
     """The action leased to ``actor`` for confirming, or the Outcome saying why not (late answers audited).
 
     The lease is tried first, in one statement: on the hot path (an action awaiting its
     answer) nothing else touches the store before the token exchange.
     """
     store = runtime.store
-    leased = await asyncio.to_thread(
-        store.take_lease,
-        action_id,
-        status=S.AWAITING_APPROVAL,
-        owner=actor,
-        seconds=runtime.settings.confirm_lease_seconds,
-        tid=tid,
+    leased = store.take_lease(
+        action_id, status=S.AWAITING_APPROVAL, owner=actor, seconds=runtime.settings.confirm_lease_seconds, tid=tid
     )
     if leased is not None:
         return leased
-    current = await asyncio.to_thread(store.get, action_id)
+    current = store.get(action_id)
     if current is not None and current.status == S.AWAITING_APPROVAL and tid is not None and current.tid != tid:
         # The answer came on another transaction than the one this action holds: it cannot
         # approve it, and exchanging its token here would only block the action.
         why = "the answer's transaction is not the action's"
-        await asyncio.to_thread(
-            store.audit,
+        store.audit(
             "confirmation.ignored",
             actor=actor,
             action_id=action_id,
@@ -177,17 +170,17 @@ async def _lease(runtime: Runtime, action_id: str, *, tid: str | None, actor: st
         return Outcome(action_id, str(S.AWAITING_APPROVAL), why)
     if current is not None and current.status == S.AWAITING_APPROVAL:
         return Outcome(action_id, str(current.status), "another process is confirming it")
-    return await asyncio.to_thread(record_late_answer, runtime, current, tid=tid, kind="confirmed", actor=actor)
+    return record_late_answer(runtime, current, tid=tid, kind="confirmed", actor=actor)
 
 
-async def _release_verified(
+def _release_verified(
     runtime: Runtime, leased: Action, creds: Credentials, *, actor: str, method: str | None
 ) -> Outcome:
     """Check a signed credentials answer against the leased action and release it, once."""
     store, action = runtime.store, leased
     problem = credentials_problem(runtime, leased, creds)
     if problem is not None:
-        return await _block(runtime, leased, actor, f"approval could not be verified: {problem}")
+        return _block(runtime, leased, actor, f"approval could not be verified: {problem}")
     release = Release(
         action_id=action.id,
         kind="approval",
@@ -198,8 +191,7 @@ async def _release_verified(
         credentials_body=creds.raw_body.decode(),
         credentials_signature=creds.signature,
     )
-    released = await asyncio.to_thread(
-        release_and_dispatch,
+    released = release_and_dispatch(
         runtime,
         action.id,
         expected=S.AWAITING_APPROVAL,
@@ -210,16 +202,12 @@ async def _release_verified(
         data={"approver": creds.username, "method": method or leased.method, "shown": leased.shown_text},
     )
     if released is None:
-        current = await asyncio.to_thread(store.get, action.id)
-        return await asyncio.to_thread(
-            record_late_answer, runtime, current, tid=action.tid, kind="confirmed", actor=actor
-        )
+        return record_late_answer(runtime, store.get(action.id), tid=action.tid, kind="confirmed", actor=actor)
     return Outcome(action.id, str(S.QUEUED), f"approved by {creds.username}")
 
 
-async def _block(runtime: Runtime, action: Action, actor: str, why: str) -> Outcome:
-    moved = await asyncio.to_thread(
-        runtime.store.move,
+def _block(runtime: Runtime, action: Action, actor: str, why: str) -> Outcome:
+    moved = runtime.store.move(
         action.id,
         expected=S.AWAITING_APPROVAL,
         new=S.BLOCKED,
@@ -233,12 +221,11 @@ async def _block(runtime: Runtime, action: Action, actor: str, why: str) -> Outc
     return Outcome(action.id, str(S.BLOCKED) if moved else str(action.status), why)
 
 
-async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason: str, actor: str) -> Outcome:
+def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason: str, actor: str) -> Outcome:
     """A ``denied`` (-> rejected) or ``expired`` answer; late ones are only audited."""
     if action.status != S.AWAITING_APPROVAL:
-        return await asyncio.to_thread(record_late_answer, runtime, action, tid=action.tid, kind=str(new), actor=actor)
-    moved = await asyncio.to_thread(
-        runtime.store.move,
+        return record_late_answer(runtime, action, tid=action.tid, kind=str(new), actor=actor)
+    moved = runtime.store.move(
         action.id,
         expected=S.AWAITING_APPROVAL,
         new=new,
@@ -248,9 +235,9 @@ async def refuse(runtime: Runtime, action: Action, *, new: ActionStatus, reason:
         lease_until=None,
     )
     if moved is None:
-        current = await asyncio.to_thread(runtime.store.get, action.id)
-        return await asyncio.to_thread(record_late_answer, runtime, current, tid=action.tid, kind=str(new), actor=actor)
-    await asyncio.to_thread(note_refusal, runtime, action.agent, actor=actor)
+        current = runtime.store.get(action.id)
+        return record_late_answer(runtime, current, tid=action.tid, kind=str(new), actor=actor)
+    note_refusal(runtime, action.agent, actor=actor)
     return Outcome(action.id, str(new), reason)
 
 

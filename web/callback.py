@@ -83,7 +83,8 @@ async def callback_without_action(request: Request) -> HTMLResponse:
         return page("Nothing was approved", "The answer could not be verified; nothing was changed.", 409)
     finally:
         await rublon.aclose()
-    outcome = await confirm_exchanged(runtime, creds, actor=f"callback:{uuid.uuid4().hex[:8]}", method="prompt")
+    actor = f"callback:{uuid.uuid4().hex[:8]}"
+    outcome = await run_in_threadpool(confirm_exchanged, runtime, creds, actor=actor, method="prompt")
     action = await run_in_threadpool(runtime.store.get, outcome.action_id) if outcome.action_id else None
     if action is None:
         return page("Nothing was approved", "This approval does not belong to a request of mfa-gate.", 404)
@@ -109,20 +110,16 @@ async def rublon_callback(request: Request, action_id: str) -> HTMLResponse:
         if not token:
             await _refused(runtime, action.id, "rublonState=ok without rublonToken", state, source)
             return page("Nothing was approved", "The answer carried no token; nothing was changed.", 400)
-        rublon = runtime.async_rublon()
-        try:
-            outcome = await confirm(runtime, rublon, action.id, token, tid=None, actor=actor, method="prompt")
-        finally:
-            await rublon.aclose()
+        outcome = await run_in_threadpool(
+            confirm, runtime, runtime.rublon, action.id, token, tid=None, actor=actor, method="prompt"
+        )
         return _approval_page(action, outcome)
     if state == "error":
-        outcome = await refuse(
-            runtime, action, new=S.BLOCKED, reason="Rublon could not ask the person (rublonState=error)", actor=actor
-        )
+        why = "Rublon could not ask the person (rublonState=error)"
+        outcome = await run_in_threadpool(refuse, runtime, action, new=S.BLOCKED, reason=why, actor=actor)
         return _answer_page(outcome, S.BLOCKED, "Not approved", "Rublon could not ask you; the request is blocked.")
-    outcome = await refuse(
-        runtime, action, new=S.REJECTED, reason=f"{action.user} declined on the Rublon page", actor=actor
-    )
+    why = f"{action.user} declined on the Rublon page"
+    outcome = await run_in_threadpool(refuse, runtime, action, new=S.REJECTED, reason=why, actor=actor)
     return _answer_page(outcome, S.REJECTED, "Declined", "You declined; the request will not run.")
 
 

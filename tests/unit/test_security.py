@@ -6,7 +6,6 @@ loopback HTTP; Celery messages go to an in-memory broker no worker reads.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -141,18 +140,10 @@ def test_late_answers_for_final_actions_release_nothing_and_are_audited(tmp_path
     runtime.store.move(held.id, expected=S.AWAITING_APPROVAL, new=S.EXPIRED, actor="t", reason="deadline")
     final = runtime.store.require(held.id)
 
-    async def answers() -> list[str]:
-        client = runtime.async_rublon()
-        try:
-            confirmed = await confirm(
-                runtime, client, final.id, "t" * 60, tid=final.tid, actor="listener", method="push"
-            )
-            denied = await refuse(runtime, final, new=S.REJECTED, reason="no", actor="listener")
-        finally:
-            await client.aclose()
-        return [confirmed.status, denied.status]
+    confirmed = confirm(runtime, runtime.rublon, final.id, "t" * 60, tid=final.tid, actor="listener", method="push")
+    denied = refuse(runtime, final, new=S.REJECTED, reason="no", actor="listener")
 
-    assert asyncio.run(answers()) == ["expired", "expired"]
+    assert [confirmed.status, denied.status] == ["expired", "expired"]
     ignored = [e.data["answer"] for e in runtime.store.events(held.id) if e.event == "confirmation.ignored"]
     assert ignored == ["confirmed", "rejected"]
     assert runtime.store.require(held.id).status == S.EXPIRED and runtime.store.release_of(held.id) is None

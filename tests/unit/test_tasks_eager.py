@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,16 +47,9 @@ def test_gate_then_approval_then_execute_in_eager_mode(eager: Runtime, simulator
         with SimulatorControl(simulator.url) as control:
             token = control.approve(held.tid)
 
-        async def approve() -> str:
-            client = eager.async_rublon()
-            try:
-                return (
-                    await confirm(eager, client, held.id, token, tid=held.tid, actor="listener", method="push")
-                ).status
-            finally:
-                await client.aclose()
+        approved = confirm(eager, eager.rublon, held.id, token, tid=held.tid, actor="listener", method="push")
 
-        assert asyncio.run(approve()) == "queued"
+        assert approved.status == "queued"
         assert run_action.delay(action.id).get() == "succeeded"
         assert run_action.delay(action.id).get().startswith("refused")  # a duplicate delivery does nothing
         assert target.count(action.id) == 1
@@ -78,19 +70,15 @@ def test_answer_on_another_transaction_neither_exchanges_nor_blocks(eager: Runti
     with SimulatorControl(simulator.url) as control:
         token = control.approve(held.tid)
 
-    async def confirm_as(action_id: str) -> str:
-        client = eager.async_rublon()
-        try:
-            return (await confirm(eager, client, action_id, token, tid=held.tid, actor="listener", method=None)).status
-        finally:
-            await client.aclose()
+    def confirm_as(action_id: str) -> str:
+        return confirm(eager, eager.rublon, action_id, token, tid=held.tid, actor="listener", method=None).status
 
-    assert asyncio.run(confirm_as(first.id)) == "awaiting_approval"
+    assert confirm_as(first.id) == "awaiting_approval"
     assert eager.store.require(first.id).status == S.AWAITING_APPROVAL
     ignored = [e for e in eager.store.events(first.id) if e.event == "confirmation.ignored"]
     assert ignored and "not the action's" in ignored[0].data["reason"]
     # The single-use token was not spent: the action that holds the tid is released with it.
-    assert asyncio.run(confirm_as(second.id)) == "queued"
+    assert confirm_as(second.id) == "queued"
 
 
 def test_user_without_a_method_the_policy_asks_for_is_blocked_and_the_transaction_withdrawn(
