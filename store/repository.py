@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from store import audit, schema
 from store.audit import ChainReport
-from store.engine import READ_ONLY, make_engine
+from store.engine import READ_ONLY, is_sqlite, make_engine
 from store.errors import ActionNotFound, IdempotencyConflict, TransitionNotAllowed
 from store.models import Action, ActionStatus, AgentState, AuditEvent, AuditHead, Release, utcnow
 from store.transitions import INITIAL, PENDING, allowed
@@ -163,6 +163,10 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._reader = self.engine.execution_options(**{READ_ONLY: True})
+        # PostgreSQL runs a lone statement as its own transaction: no BEGIN and COMMIT round trips.
+        self._autocommit = (
+            None if is_sqlite(self.engine) else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._audit_key = audit_key
 
     # -- plumbing -------------------------------------------------------------------------
@@ -205,9 +209,29 @@ class Store:
             yield conn
 
     @contextmanager
+    def _writing_once(self) -> Iterator[Connection]:
+        """A plain connection for ONE write statement (a lease, a bookkeeping update).
+
+        On PostgreSQL the statement is its own transaction (autocommit): one round trip
+        instead of three. On SQLite it is a ``_writing`` transaction, so the write lock is
+        waited for the same way as everywhere else.
+        """
+        if self._autocommit is None:
+            with self._writing() as conn:
+                yield conn
+            return
+        with self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
     def _fetching(self) -> Iterator[Connection]:
-        """A plain connection in a read transaction (deferred ``BEGIN`` on SQLite)."""
-        with self._reader.begin() as conn:
+        """A plain connection for ONE read statement (deferred ``BEGIN`` on SQLite, autocommit on
+        PostgreSQL, where a lone statement sees one snapshot anyway)."""
+        if self._autocommit is None:
+            with self._reader.begin() as conn:
+                yield conn
+            return
+        with self._autocommit.connect() as conn:
             yield conn
 
     def dispose(self) -> None:
@@ -463,7 +487,7 @@ class Store:
             "new_owner": owner,
             "new_until": now + timedelta(seconds=seconds),
         }
-        with self._writing() as conn:
+        with self._writing_once() as conn:
             row = conn.execute(_LEASE if tid is None else _LEASE_FOR_TID, params).first()
         return _action(row) if row is not None else None
 
@@ -474,7 +498,7 @@ class Store:
             .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status, ACTIONS.c.lease_owner == owner)
             .values(lease_owner=None, lease_until=None)
         )
-        with self._writing() as conn:
+        with self._writing_once() as conn:
             return bool(conn.execute(statement).rowcount == 1)
 
     def set_fields(self, action_id: str, *, expected: S, **fields: Any) -> bool:
@@ -484,7 +508,7 @@ class Store:
             .where(ACTIONS.c.id == action_id, ACTIONS.c.status == expected)
             .values(updated_at=utcnow(), **fields)
         )
-        with self._writing() as conn:
+        with self._writing_once() as conn:
             return bool(conn.execute(statement).rowcount == 1)
 
     def claim_for_execution(self, action_id: str, *, worker: str, lease_seconds: float) -> Claim | None:
@@ -508,7 +532,7 @@ class Store:
 
     def mark_dispatched(self, action_id: str, *, status: S, backoff_seconds: float = 0.0) -> None:
         """Record that a message for the action was just sent (pushed ``backoff_seconds`` ahead)."""
-        with self._writing() as conn:
+        with self._writing_once() as conn:
             conn.execute(
                 update(ACTIONS)
                 .where(ACTIONS.c.id == action_id, ACTIONS.c.status == status)
