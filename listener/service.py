@@ -237,12 +237,9 @@ class ConfirmationListener:
                 record_late_answer, self.runtime, None, tid=message.tid, kind=message.type, actor=self.name
             )
             return
-        if message.type == "denied":
-            reason, new = f"{action.user} rejected it", S.REJECTED
-        elif message.type == "expired":
-            reason, new = "nobody approved before the deadline", S.EXPIRED
-        else:
-            return
+        # What is left is a final refusal: "denied" or "expired".
+        new = S.REJECTED if message.type == "denied" else S.EXPIRED
+        reason = f"{action.user} rejected it" if new == S.REJECTED else "nobody approved before the deadline"
         await asyncio.to_thread(refuse, self.runtime, action, new=new, reason=reason, actor=self.name)
 
     async def _confirmed(self, tid: str, token: str | None) -> None:
