@@ -38,9 +38,9 @@ from bench.deployment import AGENTS, USERS, Deployment, credential
 from bench.probes import ActionTimes, StoreReader, memory_mb, tree_cpu_seconds, wait_subscribed
 from bench.report import RateRun, ReleaseRun, ScaleRun
 
-#: Statuses that mean an action will never start: the benchmark is broken, not slow.
 #: A kept-alive connection idle longer than this is replaced before the next request.
 IDLE_RECONNECT_SECONDS = 2.0
+#: Statuses that mean an action will never start: the benchmark is broken, not slow.
 NEVER_STARTS = frozenset({"denied", "rejected", "expired", "cancelled", "blocked", "failed", "ambiguous"})
 
 
@@ -82,9 +82,13 @@ class RestSubmitter:
         body = json.dumps({"action": NOOP_ACTION, "user": user, "params": {"gate": gate, "n": n}})
         headers = {"Authorization": f"Bearer {credential(agent)}", "Content-Type": "application/json"}
         connection = self._connection(agent)
-        connection.request("POST", "/v1/actions", body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read()
+        try:
+            connection.request("POST", "/v1/actions", body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read()
+        except Exception:
+            self._local.connections.pop(agent)[0].close()  # never reuse a connection in an unknown state
+            raise
         if response.status != 201:
             raise RuntimeError(f"POST /v1/actions answered {response.status}: {text[:300]!r}")
         action_id: str = json.loads(text)["id"]
@@ -288,28 +292,44 @@ class Approval(NamedTuple):
     answered: float
 
 
-def confirmed_sent(deployment: Deployment) -> dict[str, float]:
-    """When the simulator wrote each transaction's ``confirmed`` frame to the listener's WebSocket, by tid."""
+def confirmed_sent(deployment: Deployment) -> dict[str, float | None]:
+    """When the simulator wrote each transaction's ``confirmed`` frame to the listener's WebSocket, by tid.
+
+    None for a transaction nobody was subscribed to when it was approved: its frame went
+    out only when the listener subscribed, a wait that is mfa-gate's own, so such an
+    approval is timed from the control call instead (see ``_fill``).
+    """
     return {
-        found["tid"]: float(found["confirmedSentAt"])
+        found["tid"]: float(found["confirmedSentAt"]) if found.get("subscribersAtDecision") else None
         for found in deployment.control.transactions()
         if found.get("confirmedSentAt") is not None
     }
 
 
-def _fill(run: ReleaseRun, records: list[Approval], times: dict[str, ActionTimes], sent: dict[str, float]) -> None:
-    """Each approval's latency from the simulator sending ``confirmed``, split at ``released_at``."""
+def _fill(
+    run: ReleaseRun, records: list[Approval], times: dict[str, ActionTimes], sent: dict[str, float | None]
+) -> None:
+    """Each approval's latency from the simulator sending ``confirmed``, split at ``released_at``.
+
+    An approval the listener was not yet subscribed to is timed from the control call.
+    """
     for record in records:
         found = times[record.action_id]
         assert found.started_at is not None and found.released_at is not None
         if record.tid not in sent:
             raise RuntimeError(f"the simulator never sent 'confirmed' for transaction {record.tid}")
-        start = sent[record.tid]
+        pushed = sent[record.tid]
+        if pushed is None:
+            run.unsubscribed += 1
+        else:
+            run.push.append(pushed - record.called)
+        start = record.called if pushed is None else pushed
         run.latency.append(found.started_at - start)
         run.listener.append(found.released_at - start)
         run.queue.append(found.started_at - found.released_at)
         run.approve_call.append(record.answered - record.called)
-        run.push.append(start - record.called)
+    if records and not run.push:
+        raise RuntimeError("the listener had subscribed to none of the approved transactions; see its log")
 
 
 def allow_path(reader: StoreReader, submitter: RestSubmitter, *, count: int, rate: float, warmup: int) -> list[float]:

@@ -33,6 +33,7 @@ class ReleaseRun:
     queue: list[float] = field(default_factory=list)  # released_at -> started_at (broker and worker's share)
     approve_call: list[float] = field(default_factory=list)  # round trip of the control approve call
     push: list[float] = field(default_factory=list)  # approve call began -> confirmed sent (the simulator's)
+    unsubscribed: int = 0  # approvals the listener had not subscribed to yet (timed from the approve call)
 
 
 @dataclass
@@ -220,6 +221,12 @@ def _release(prefix: str, label: str, run: ReleaseRun, b50: float, b99: float, *
         Figure(f"{prefix}.approve_call_p50_ms", "  control approve round trip p50", _p50(run.approve_call), "ms"),
         Figure(
             f"{prefix}.push_p50_ms", "  approve call began -> confirmed sent p50 (not counted)", _p50(run.push), "ms"
+        ),
+        Figure(
+            f"{prefix}.unsubscribed",
+            "  approved before the listener subscribed (timed from the call)",
+            run.unsubscribed,
+            "actions",
         ),
     ]
     return out

@@ -85,11 +85,14 @@ class ConfirmationListener:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
-            if self._channel is not None:
-                await self._channel.close()
-            self._confirmers.shutdown(wait=True)
+            try:
+                if self._inflight:
+                    await asyncio.gather(*self._inflight, return_exceptions=True)
+                if self._channel is not None:
+                    await self._channel.close()
+            finally:
+                # Off the event loop: a confirmation cut short may still be in its Rublon call.
+                await asyncio.to_thread(self._confirmers.shutdown, True)
 
     async def _channel_loop(self) -> None:
         settings = self.runtime.settings

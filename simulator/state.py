@@ -211,6 +211,9 @@ class SimTransaction:
     access_token: str | None = field(default=None, repr=False)
     #: Wall-clock time (``time.time()``) the first ``confirmed`` frame went out on a WebSocket.
     confirmed_sent_at: float | None = None
+    #: How many connections were subscribed when the person decided (0: the answer only
+    #: went out later, when a listener subscribed).
+    subscribers_at_decision: int = 0
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -226,6 +229,7 @@ class SimTransaction:
             "decidedAgo": None if self.decided_at is None else round(now - self.decided_at, 3),
             "pushes": self.pushes,
             "confirmedSentAt": self.confirmed_sent_at,
+            "subscribersAtDecision": self.subscribers_at_decision,
         }
 
 
@@ -564,12 +568,18 @@ class SimulatorState:
 
     def note_sent(self, message: dict[str, Any], at: float) -> None:
         """Record that ``message`` is being written to a subscriber's WebSocket at wall-clock ``at``
-        (the first ``confirmed`` frame of a transaction is kept: the release latency starts there)."""
+        (the first genuine ``confirmed`` frame of a transaction is kept: the benchmark's release
+        latency starts there; a forged one, whose token the simulator never issued, is not)."""
         if message.get(pm.MSG_TYPE) != pm.TYPE_CONFIRMED:
             return
         with self._lock:
             transaction = self._transactions.get(str(message.get(pm.MSG_TID)))
-            if transaction is not None and transaction.confirmed_sent_at is None:
+            if (
+                transaction is not None
+                and transaction.confirmed_sent_at is None
+                and transaction.access_token is not None
+                and message.get(pm.MSG_ACCESS_TOKEN) == transaction.access_token
+            ):
                 transaction.confirmed_sent_at = at
 
     def approve(self, tid: str) -> str:
@@ -724,6 +734,7 @@ class SimulatorState:
             transaction.access_token = self._issue_token(transaction)
         message = self._final_message(transaction)
         subs = list(self._subscribers.pop(transaction.tid, {}).items())
+        transaction.subscribers_at_decision = len(subs)
         self._deliver(transaction.tid, subs, message)
         return transaction.access_token
 

@@ -24,6 +24,7 @@ EVERY_FIGURE = {
     "release.queue_p50_ms",
     "release.approve_call_p50_ms",
     "release.push_p50_ms",
+    "release.unsubscribed",
     "allow.p50_ms",
     "allow.p99_ms",
     "allow.ratio",
@@ -46,6 +47,7 @@ EVERY_FIGURE = {
     "scale.queue_p50_ms",
     "scale.approve_call_p50_ms",
     "scale.push_p50_ms",
+    "scale.unsubscribed",
 }
 #: Figures the issue sets a target for: each must carry a verdict.
 JUDGED = {"release.p50_ms", "release.p99_ms", "allow.ratio", "throughput.share", "scale.peak_rss_mb", "scale.p99_ms"}

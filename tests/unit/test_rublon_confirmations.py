@@ -385,25 +385,31 @@ def test_channel_url_must_be_a_websocket_url() -> None:
         ConfirmationChannel(url="http://127.0.0.1:1/api/promptless/ws", system_token="T", secret_key="K")
 
 
-def test_simulator_stamps_when_it_sent_confirmed_and_nothing_before(
+def test_simulator_stamps_when_it_sent_a_genuine_confirmed_and_nothing_else(
     server: SimulatorServer, client: RublonClient, sim: SimulatorControl
 ) -> None:
     # The benchmark's release latency starts at this stamp (confirmedSentAt).
-    tid, unheard = new_tid(client), new_tid(client)
+    tid, forged, unheard = new_tid(client), new_tid(client), new_tid(client)
 
     async def scenario() -> None:
         async with channel_for(server.url) as channel:
             messages = channel.messages()
-            await channel.subscribe(tid)
-            await next_message(messages)  # pending
+            for each in (tid, forged):
+                await channel.subscribe(each)
+                await next_message(messages)  # pending
             assert sim.transaction(tid)["confirmedSentAt"] is None
+            assert await asyncio.to_thread(sim.forge, forged, "F" * 60) == 1
+            assert (await next_message(messages)).type == "confirmed"
             before = time.time()
             await asyncio.to_thread(sim.approve, tid)
             assert (await next_message(messages)).type == "confirmed"
             received = time.time()
             sent = sim.transaction(tid)["confirmedSentAt"]
             assert sent is not None and before <= sent <= received
+            assert sim.transaction(tid)["subscribersAtDecision"] == 1
 
     run(scenario)
+    assert sim.transaction(forged)["confirmedSentAt"] is None  # a forged frame is not the person's answer
     sim.approve(unheard)  # nobody subscribed: nothing was sent
     assert sim.transaction(unheard)["confirmedSentAt"] is None
+    assert sim.transaction(unheard)["subscribersAtDecision"] == 0
