@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -54,6 +54,16 @@ _INSERT_HEAD = insert(_HEAD)
 _UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), mac=bindparam("new_mac"))
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append: what happened, who did it, to which action, and its details."""
+
+    event: str
+    actor: str
+    action_id: str | None = None
+    data: dict[str, Any] | None = None
+
+
 def append(
     conn: Connection, key: bytes, *, event: str, actor: str, action_id: str | None = None, data: dict[str, Any] | None
 ) -> int:
@@ -62,20 +72,37 @@ def append(
     The head row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is already
     held) until the caller commits, so appends are serialised and the chain has no fork.
     """
+    return append_all(conn, key, [Entry(event, actor, action_id, data)])
+
+
+def append_all(conn: Connection, key: bytes, entries: Sequence[Entry]) -> int:
+    """Append events in order inside the caller's transaction, reading and writing the head
+    once for all of them; returns the last sequence number."""
     head = conn.execute(_READ_HEAD).first()
-    seq, previous = (head[0] + 1, head[1] or GENESIS) if head is not None else (1, GENESIS)
-    # A round trip through JSON keeps what is hashed equal to what is read back.
-    clean = json.loads(json.dumps(data or {}, default=str))
-    at = utcnow()
-    mac = _mac(key, previous, _canonical(seq, at, action_id, event, actor, clean))
-    conn.execute(
-        _INSERT_EVENT,
-        {"seq": seq, "at": at, "action_id": action_id, "event": event, "actor": actor, "data": clean, "mac": mac},
-    )
+    seq, previous = (head[0], head[1] or GENESIS) if head is not None else (0, GENESIS)
+    rows = []
+    for entry in entries:
+        seq += 1
+        # A round trip through JSON keeps what is hashed equal to what is read back.
+        clean = json.loads(json.dumps(entry.data or {}, default=str))
+        at = utcnow()
+        previous = _mac(key, previous, _canonical(seq, at, entry.action_id, entry.event, entry.actor, clean))
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "action_id": entry.action_id,
+                "event": entry.event,
+                "actor": entry.actor,
+                "data": clean,
+                "mac": previous,
+            }
+        )
+    conn.execute(_INSERT_EVENT, rows)
     if head is None:
-        conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "mac": mac})
+        conn.execute(_INSERT_HEAD, {"id": 1, "seq": seq, "mac": previous})
     else:
-        conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_mac": mac})
+        conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_mac": previous})
     return seq
 
 

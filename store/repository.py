@@ -325,23 +325,18 @@ class Store:
                 conn.execute(insert(ACTIONS), _columns(action, ACTIONS))
                 if release is not None:
                     conn.execute(insert(RELEASES), _columns(release, RELEASES))
-                audit.append(
-                    conn,
-                    self._audit_key,
-                    event="action.created",
-                    actor=actor,
-                    action_id=action.id,
-                    data={"status": str(action.status), "reason": action.reason, **data},
-                )
-                if release is not None:
-                    audit.append(
-                        conn,
-                        self._audit_key,
-                        event="action.released",
-                        actor=actor,
-                        action_id=action.id,
-                        data={"kind": release.kind, "payload_hash": release.payload_hash},
+                events = [
+                    audit.Entry(
+                        "action.created",
+                        actor,
+                        action.id,
+                        {"status": str(action.status), "reason": action.reason, **data},
                     )
+                ]
+                if release is not None:
+                    released = {"kind": release.kind, "payload_hash": release.payload_hash}
+                    events.append(audit.Entry("action.released", actor, action.id, released))
+                audit.append_all(conn, self._audit_key, events)
         except IntegrityError:
             # Lost a race on the same idempotency key: the other insert is the action.
             if action.idempotency_key is None:

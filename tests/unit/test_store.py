@@ -144,6 +144,22 @@ def test_every_move_is_audited_and_the_chain_verifies(store: Store) -> None:
     assert report.ok and report.events == 3
 
 
+def test_a_policy_allow_records_created_and_released_in_one_chained_append(store: Store) -> None:
+    store.audit("first", actor="x")
+    allowed = new_action(S.QUEUED)
+    store.create(allowed, release=Release(action_id=allowed.id, kind="policy_allow", payload_hash="h" * 64),
+                 actor="t", data={})
+    store.audit("last", actor="x")
+
+    events = store.events()
+    assert [(e.seq, e.event) for e in events] == [
+        (1, "first"), (2, "action.created"), (3, "action.released"), (4, "last")
+    ]
+    assert events[2].data == {"kind": "policy_allow", "payload_hash": "h" * 64}
+    report = store.verify_audit()
+    assert report.ok and report.events == 4 and report.head_seq == 4
+
+
 @pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "truncate"])
 def test_audit_verify_finds_tampering(store: Store, tamper: str) -> None:
     action, _ = store.create(new_action(), release=None, actor="t", data={})
