@@ -387,7 +387,8 @@ class Store:
             if not allowed(current, new):
                 raise TransitionNotAllowed(f"an action may not move from {current!s} to {new!s}")
         with self._writing() as conn:
-            return self._move(conn, action_id, expected_set, new, actor, reason, data, held_by, fields)
+            row = self._move(conn, action_id, expected_set, new, actor, reason, data, held_by, fields)
+        return _action(row) if row is not None else None
 
     def _move(
         self,
@@ -400,7 +401,9 @@ class Store:
         data: dict[str, Any] | None,
         held_by: str | None,
         fields: dict[str, Any],
-    ) -> Action | None:
+    ) -> sa.Row[Any] | None:
+        """The compare-and-set and its audit event; returns the moved row (the caller builds the
+        Action after the commit: on SQLite every step inside holds the write lock)."""
         values: dict[str, Any] = {"status": new, "updated_at": utcnow(), **fields}
         if reason is not None:
             values["reason"] = reason
@@ -413,10 +416,9 @@ class Store:
         row = conn.execute(statement, params).first()
         if row is None:
             return None
-        moved = _action(row)
-        event_data = {"to": str(new), "reason": moved.reason, **(data or {})}
+        event_data = {"to": str(new), "reason": row.reason, **(data or {})}
         audit.append(conn, self._audit_key, event=f"action.{new}", actor=actor, action_id=action_id, data=event_data)
-        return moved
+        return row
 
     def release(
         self,
@@ -465,7 +467,7 @@ class Store:
             if release.kind == "approval":
                 # A person's approval ends the agent's run of refused requests (push fatigue).
                 conn.execute(_RESET_REFUSALS, {"approved_agent": moved.agent, "now": now})
-            return moved
+        return _action(moved)
 
     def take_lease(
         self, action_id: str, *, status: S, owner: str, seconds: float, tid: str | None = None
@@ -523,7 +525,7 @@ class Store:
             if claimed is None:
                 return None
             row = conn.execute(_GET_RELEASE, {"action_id": action_id}).first()
-            return Claim(claimed, _release(row) if row is not None else None)
+        return Claim(_action(claimed), _release(row) if row is not None else None)
 
     def mark_dispatched(self, action_id: str, *, status: S, backoff_seconds: float = 0.0) -> None:
         """Record that a message for the action was just sent (pushed ``backoff_seconds`` ahead)."""
