@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psycopg
 import redis
 
@@ -115,10 +114,6 @@ class Deployment:
     @property
     def listener(self) -> Child:
         return self.stack.children[self.listener_name]
-
-    def api(self, agent: str) -> httpx.Client:
-        """A REST client acting as ``agent``."""
-        return self.stack.api(credential(agent))
 
     def stop_listener(self) -> None:
         """Stop the listener (SIGTERM, as a deploy or a crash-restart would)."""

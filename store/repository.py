@@ -325,14 +325,8 @@ class Store:
                 conn.execute(insert(ACTIONS), _columns(action, ACTIONS))
                 if release is not None:
                     conn.execute(insert(RELEASES), _columns(release, RELEASES))
-                events = [
-                    audit.Entry(
-                        "action.created",
-                        actor,
-                        action.id,
-                        {"status": str(action.status), "reason": action.reason, **data},
-                    )
-                ]
+                created = {"status": str(action.status), "reason": action.reason, **data}
+                events = [audit.Entry("action.created", actor, action.id, created)]
                 if release is not None:
                     released = {"kind": release.kind, "payload_hash": release.payload_hash}
                     events.append(audit.Entry("action.released", actor, action.id, released))

@@ -75,14 +75,11 @@ async def callback_without_action(request: Request) -> HTMLResponse:
     if state != "ok" or not token:
         await _refused(runtime, None, "the callback names no action", state, source)
         return page("Nothing was approved", "This link does not name a request of mfa-gate.", 404)
-    rublon = runtime.async_rublon()
     try:
-        creds = await rublon.transaction_credentials(access_token=token)
+        creds = await run_in_threadpool(runtime.rublon.transaction_credentials, access_token=token)
     except RublonError as exc:
         await _refused(runtime, None, f"the token could not be exchanged ({type(exc).__name__})", state, source)
         return page("Nothing was approved", "The answer could not be verified; nothing was changed.", 409)
-    finally:
-        await rublon.aclose()
     actor = f"callback:{uuid.uuid4().hex[:8]}"
     outcome = await run_in_threadpool(confirm_exchanged, runtime, creds, actor=actor, method="prompt")
     action = await run_in_threadpool(runtime.store.get, outcome.action_id) if outcome.action_id else None
