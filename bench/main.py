@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from bench.deployment import database, deployment
 from bench.report import Results, figures, table, write_json
+from store.engine import normalise_url
 
 PHASES = ("release", "allow", "throughput", "scale")
 
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database",
         default="sqlite",
+        type=_database_choice,
         help="'sqlite' (default: a file in the work dir), 'postgres' (a fresh database on the server of "
         "$MFA_GATE_TEST_PG, dropped afterwards) or a database URL",
     )
@@ -127,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{HELP[item.name]} ({full:g} / {quick:g})",
         )
     return parser
+
+
+def _database_choice(value: str) -> str:
+    """``--database``: 'sqlite', 'postgres', or a SQLite or PostgreSQL URL; anything else is refused by name."""
+    if value in ("sqlite", "postgres"):
+        return value
+    try:
+        backend = make_url(normalise_url(value)).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not 'sqlite', 'postgres' or a sqlite:/// or postgresql:// URL")
+    return value
 
 
 def _counts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Counts:
